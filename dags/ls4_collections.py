@@ -1,0 +1,113 @@
+"""One DAG per registered collection: ``ls4_{collection}``.
+
+The registry (``LS4_REGISTRY``) is a local JSON file kept by the
+``ls4_discovery`` DAG; reading it makes no network call, so parsing stays fast.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import DAG, Param, task_group
+
+from ls4_ops import registry
+from ls4_ops.layout import Collection
+from ls4_ops.mapfile import mapfile_url
+from ls4_ops.operators import (
+    BuildTileIndexOperator,
+    CogOperator,
+    CompressOperator,
+    OverviewsOperator,
+    PlanUploadsOperator,
+    PublishMapfileOperator,
+    ReportRunOperator,
+)
+from ls4_ops.operators.notifications import notify_task_failure
+from ls4_ops.settings import Settings
+
+SCHEDULE = timedelta(minutes=5)
+DEFAULT_ARGS = {
+    "owner": "ls4",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "on_failure_callback": notify_task_failure,
+}
+
+DOC = """\
+### {title}
+
+Turns the georeferenced uploads under `s3://{bucket}/{georef}` into COGs under
+`{cog}`, rebuilds the tile index (`{index_zip}` and PostGIS table `{table}`) and
+publishes the WMS mapfile `{mapfile}`.
+
+* WMS: {wms}&SERVICE=WMS&REQUEST=GetCapabilities
+* Runs every {minutes} minutes (one at a time) and does raster work only for
+  new or changed uploads.
+* Reprocess by hand: trigger with `{{"keys": ["{georef}<file>.tif"]}}` for some
+  frames, or `{{"force": true}}` for the whole collection.
+"""
+
+
+def collection_dag(collection: Collection, settings: Settings) -> DAG:
+    common = {"collection": collection.to_dict(), "bucket_name": settings.bucket,
+              "aws_conn_id": settings.s3_conn_id}
+    with DAG(
+        dag_id=collection.dag_id,
+        description=f"COGs, tile index and WMS of {collection.title}",
+        doc_md=DOC.format(title=collection.title, bucket=settings.bucket, georef=collection.prefix("georef"),
+                          cog=collection.prefix("cog"), index_zip=collection.tile_index_zip_key,
+                          table=collection.table, mapfile=collection.mapfile_key,
+                          wms=mapfile_url(collection, settings.wms_url),
+                          minutes=int(SCHEDULE.total_seconds() // 60)),
+        schedule=SCHEDULE,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        render_template_as_native_obj=True,
+        default_args=DEFAULT_ARGS,
+        tags=["ls4", f"band:{collection.band}", f"type:{collection.type}", f"county:{collection.county}"],
+        params={
+            "keys": Param([], type="array", items={"type": "string"},
+                          description="Georef keys to (re)process; empty means every new or changed upload"),
+            "force": Param(False, type="boolean", description="Reprocess even unchanged uploads"),
+        },
+    ) as dag:
+        wait = S3KeySensor(
+            task_id="wait_for_georef",
+            bucket_name=settings.bucket,
+            bucket_key=f"{collection.prefix('georef')}*",
+            wildcard_match=True,
+            aws_conn_id=settings.s3_conn_id,
+            mode="reschedule",
+            poke_interval=60,
+            timeout=int(SCHEDULE.total_seconds()),
+            soft_fail=True,
+        )
+        plan = PlanUploadsOperator(task_id="plan", keys="{{ params['keys'] }}",
+                                   force="{{ params['force'] }}", **common)
+
+        @task_group(group_id="frame", tooltip="compress -> overviews -> COG, for each upload")
+        def frame(upload):
+            compress = CompressOperator(task_id="compress", upload=upload, **common)
+            overviews = OverviewsOperator(task_id="overviews", upload=upload, **common)
+            cog = CogOperator(task_id="cog", upload=upload, **common)
+            compress >> overviews >> cog
+
+        frames = frame.expand(upload=plan.output)
+        index = BuildTileIndexOperator(task_id="tile_index", trigger_rule="all_done_min_one_success", **common)
+        publish = PublishMapfileOperator(task_id="mapfile", extent=index.output["extent"], **common)
+        report = ReportRunOperator(task_id="report", planned=plan.output, trigger_rule="all_done", **common)
+        wait >> plan >> frames >> index >> publish >> report
+    return dag
+
+
+def register_all(namespace: dict) -> None:
+    settings = Settings.from_env()
+    for collection in registry.load(settings.registry_path).values():
+        namespace[collection.dag_id] = collection_dag(collection, settings)
+
+
+register_all(globals())

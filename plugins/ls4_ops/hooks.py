@@ -1,0 +1,58 @@
+"""Airflow hooks for ls4: the provider's S3Hook plus what GDAL needs from it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+from ls4_ops.plan import S3Object
+from ls4_ops.s3env import S3Endpoint
+
+
+class Ls4S3Hook(S3Hook):
+    """S3Hook that also gives the same endpoint and credentials to GDAL."""
+
+    def endpoint(self) -> S3Endpoint:
+        credentials = self.get_credentials()
+        return S3Endpoint(
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            session_token=credentials.token,
+            endpoint_url=self.conn_config.endpoint_url,
+            region=self.conn_region_name or "us-east-1",
+        )
+
+    def list_objects(self, bucket_name: str, prefix: str) -> list[S3Object]:
+        return [S3Object.from_listing(entry)
+                for entry in self.get_file_metadata(prefix=prefix, bucket_name=bucket_name)]
+
+    def metadata(self, bucket_name: str, key: str) -> dict[str, str]:
+        return self.head_object(key=key, bucket_name=bucket_name).get("Metadata", {})
+
+    def upload(self, filename: str, bucket_name: str, key: str, *, metadata: dict | None = None,
+               acl: str | None = None, content_type: str | None = None) -> None:
+        """Upload a file in one atomic PUT (or multipart completion)."""
+        extra: dict = {}
+        if metadata:
+            extra["Metadata"] = metadata
+        if acl:
+            extra["ACL"] = acl
+        if content_type:
+            extra["ContentType"] = content_type
+        self.get_conn().upload_file(filename, bucket_name, key, ExtraArgs=extra or None)
+
+    def set_public_read(self, bucket_name: str, key: str) -> None:
+        self.get_conn().put_object_acl(Bucket=bucket_name, Key=key, ACL="public-read")
+
+    @contextmanager
+    def downloaded(self, bucket_name: str, keys: dict[str, str]) -> Iterator[str]:
+        """Download ``keys`` (key -> local file name) into a fresh temporary folder."""
+        with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
+            client = self.get_conn()
+            for key, name in keys.items():
+                client.download_file(bucket_name, key, os.path.join(directory, name))
+            yield directory

@@ -1,0 +1,280 @@
+"""The bucket layout: the only module that knows how keys are built.
+
+    {band}/{county}/{agency}_{yyyy}/{type}/{stage}/{file}
+
+Every other module parses and builds keys through this one; nothing else
+splits a key on ``/``. Keys are user input, so every part is checked against
+a strict pattern before it can reach SQL, a mapfile, GDAL or a shell, and a
+key that does not fit raises :class:`LayoutError` with a reason a person can
+act on.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+BANDS = ("bw", "nc")
+TYPES = ("frames", "index", "mosaic")
+STAGES = ("scanned", "georef", "cog")
+UPLOAD_EXTENSIONS = (".tif", ".TIF")
+OUTPUT_EXTENSION = ".tif"
+
+MAPFILE_PREFIX = "mapfiles/"
+WORK_PREFIX = "ls4-work/"
+TILE_INDEX_DIR = "tile_index"
+# PostgreSQL truncates identifiers longer than this; a truncated table name
+# could collide with another collection's, so such names are refused.
+MAX_IDENTIFIER_LENGTH = 63
+
+_COUNTY = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+_AGENCY_YEAR = re.compile(r"(?P<agency>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_(?P<year>(?:18|19|20)\d\d)")
+_FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_COLLECTION = re.compile(r"[a-z][a-z0-9_]*")
+# Agencies whose frames carry no roll: {date}_{frame}.tif
+ROLLESS_AGENCIES = frozenset({"ams", "usgs"})
+STRATMAP_AGENCIES = frozenset({"stratmap"})
+MULTIPLE = "MULTIPLE"
+
+
+class LayoutError(ValueError):
+    """A key that does not fit the bucket layout."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key!r} does not fit the layout {{band}}/{{county}}/{{agency}}_{{yyyy}}/"
+                         f"{{type}}/{{stage}}/{{file}}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, order=True)
+class Collection:
+    band: str
+    county: str
+    agency: str
+    year: str
+    type: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.county}_{self.agency}_{self.year}_{self.type}"
+
+    @property
+    def table(self) -> str:
+        """PostGIS table of the tile index (validated identifier)."""
+        return self.name
+
+    @property
+    def dag_id(self) -> str:
+        return f"ls4_{self.name}"
+
+    @property
+    def root(self) -> str:
+        return f"{self.band}/{self.county}/{self.agency}_{self.year}/{self.type}/"
+
+    def prefix(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        return f"{self.root}{stage}/"
+
+    @property
+    def mapfile_key(self) -> str:
+        return f"{MAPFILE_PREFIX}{self.name}.map"
+
+    @property
+    def tile_index_prefix(self) -> str:
+        return f"{self.prefix('cog')}{TILE_INDEX_DIR}/"
+
+    @property
+    def tile_index_zip_key(self) -> str:
+        return f"{self.tile_index_prefix}{self.name}_idx.zip"
+
+    def tile_index_key(self, extension: str) -> str:
+        """Key of one shapefile part, e.g. ``tile_index_key(".shp")``."""
+        return f"{self.tile_index_prefix}{self.name}{extension}"
+
+    def cog_key(self, stem: str) -> str:
+        return f"{self.prefix('cog')}{stem}{OUTPUT_EXTENSION}"
+
+    def work_key(self, stem: str, etag: str, name: str) -> str:
+        """Intermediate artefact of one upload version, e.g. its compressed copy.
+
+        Keyed by the upload's ETag so that concurrent runs on different
+        versions never share a file.
+        """
+        return f"{WORK_PREFIX}{self.name}/{stem}/{etag.strip(chr(34))}/{name}"
+
+    def is_cog_key(self, key: str) -> bool:
+        """A COG of this collection (not a tile-index file under ``cog/``)."""
+        directory, filename = posixpath.split(key)
+        return directory + "/" == self.prefix("cog") and filename.endswith(OUTPUT_EXTENSION)
+
+    @property
+    def title(self) -> str:
+        """Human title for the WMS, e.g. ``Anderson County AMS 1960 Frames``."""
+        county = self.county.replace("_", " ").title()
+        agency = self.agency.replace("_", " ").upper()
+        return f"{county} {agency} {self.year} {self.type.title()}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"band": self.band, "county": self.county, "agency": self.agency,
+                "year": self.year, "type": self.type}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> "Collection":
+        collection = cls(**{k: data[k] for k in ("band", "county", "agency", "year", "type")})
+        return parse_key(collection.prefix("georef") + "x.tif").collection
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """A parsed key of an image under ``{stage}/``."""
+
+    key: str
+    collection: Collection
+    stage: str
+    filename: str
+
+    @property
+    def stem(self) -> str:
+        return _split_extension(self.filename)[0]
+
+    @property
+    def cog_key(self) -> str:
+        return self.collection.cog_key(self.stem)
+
+    def scanned_candidates(self) -> list[str]:
+        """Keys where the original scan of this georef upload may be."""
+        stem = scanned_stem(self.collection, self.stem)
+        prefix = self.collection.prefix("scanned")
+        return [f"{prefix}{stem}{ext}" for ext in UPLOAD_EXTENSIONS]
+
+
+def _split_extension(filename: str) -> tuple[str, str]:
+    # Not posixpath.splitext: it takes ".tif" for a stem without extension.
+    stem, dot, extension = filename.rpartition(".")
+    return (stem, dot + extension) if dot else (filename, "")
+
+
+def parse_key(key: str) -> UploadKey:
+    """Parse an image key; raise :class:`LayoutError` if it does not fit."""
+    if not isinstance(key, str) or not key:
+        raise LayoutError(str(key), "empty key")
+    parts = key.split("/")
+    if len(parts) != 6:
+        raise LayoutError(key, f"expected 6 path parts, found {len(parts)}")
+    band, county, agency_year, type_, stage, filename = parts
+    if band not in BANDS:
+        raise LayoutError(key, f"band folder {band!r} must be one of {', '.join(BANDS)}")
+    if not _COUNTY.fullmatch(county):
+        raise LayoutError(key, f"county folder {county!r} must be lower case letters, digits "
+                               "and single underscores (spaces as _)")
+    match = _AGENCY_YEAR.fullmatch(agency_year)
+    if not match:
+        raise LayoutError(key, f"folder {agency_year!r} must be {{agency}}_{{yyyy}} in lower case, "
+                               "e.g. ams_1960")
+    if type_ not in TYPES:
+        raise LayoutError(key, f"type folder {type_!r} must be one of {', '.join(TYPES)}")
+    if stage not in STAGES:
+        raise LayoutError(key, f"stage folder {stage!r} must be one of {', '.join(STAGES)}")
+    stem, extension = _split_extension(filename)
+    if extension not in UPLOAD_EXTENSIONS:
+        raise LayoutError(key, f"file {filename!r} must end in .tif or .TIF")
+    if not _FILE_STEM.fullmatch(stem) or ".." in stem:
+        raise LayoutError(key, f"file name {filename!r} may only use A-Z, a-z, 0-9, _, - and . "
+                               "(no spaces, quotes or accents): rename it")
+    collection = Collection(band, county, match["agency"], match["year"], type_)
+    name = collection.name
+    if len(name) > MAX_IDENTIFIER_LENGTH or not _COLLECTION.fullmatch(name):
+        raise LayoutError(key, f"collection name {name!r} is longer than "
+                               f"{MAX_IDENTIFIER_LENGTH} characters")
+    return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
+
+
+def try_parse_key(key: str) -> UploadKey | LayoutError:
+    try:
+        return parse_key(key)
+    except LayoutError as error:
+        return error
+
+
+def is_output_key(key: str) -> bool:
+    """A key under some collection's ``cog/`` folder: written by ls4, not uploaded."""
+    parts = key.split("/")
+    return len(parts) >= 6 and parts[4] == "cog"
+
+
+def validate_identifier(name: str) -> str:
+    """Return ``name`` if it is safe as an SQL identifier derived from a key."""
+    if len(name) > MAX_IDENTIFIER_LENGTH or not _COLLECTION.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid ls4 identifier")
+    return name
+
+
+# --- frame attributes from file names -------------------------------------
+
+_DATE = r"(?P<date>\d{8}|\d{6}|\d{4}-\d{2}-\d{2})"
+_TOKEN = r"[A-Za-z0-9]+"
+_FRAME_WITH_ROLL = re.compile(rf"{_DATE}_(?P<roll>{_TOKEN})-(?P<frame>{_TOKEN})")
+_FRAME_NO_ROLL = re.compile(rf"{_DATE}_(?P<frame>{_TOKEN})")
+_STRATMAP = re.compile(rf"(?P<roll>{_TOKEN})_(?P<frame>{_TOKEN})_{_DATE}")
+_MOSAIC = re.compile(r"mosaic(?P<frame>\d+)", re.IGNORECASE)
+_INDEX_SHEET = re.compile(
+    r"(?P<agency>[A-Za-z][A-Za-z0-9]*)_(?P<year>\d{4})_(?P<sheet>[A-Za-z0-9]+)(?:_(?P<note>[A-Za-z0-9_-]+))?"
+)
+
+
+@dataclass(frozen=True)
+class FrameAttributes:
+    date: str = ""
+    roll: str = ""
+    frame_num: str = ""
+    parsed: bool = False
+    problem: str = field(default="", compare=False)
+
+    def as_record(self) -> dict[str, str]:
+        return {"date": self.date, "roll": self.roll, "frame_num": self.frame_num}
+
+
+def _name_patterns(collection: Collection) -> list[tuple[re.Pattern, str]]:
+    if collection.type == "mosaic":
+        return [(_MOSAIC, "mosaic{N}.tif")]
+    if collection.type == "index":
+        return [(_INDEX_SHEET, "{agency}_{year}_{sheet}[_{tile or dpi}].tif")]
+    if collection.agency in STRATMAP_AGENCIES:
+        return [(_STRATMAP, "{roll}_{frame}_{date}.tif")]
+    if collection.agency in ROLLESS_AGENCIES:
+        return [(_FRAME_NO_ROLL, "{date}_{frame}.tif")]
+    return [(_FRAME_WITH_ROLL, "{date}_{roll}-{frame}.tif")]
+
+
+def frame_attributes(collection: Collection, stem: str) -> FrameAttributes:
+    """Index attributes from a file name; empty (and ``problem`` set) if it does not parse."""
+    patterns = _name_patterns(collection)
+    for pattern, _ in patterns:
+        match = pattern.fullmatch(stem)
+        if match:
+            groups = match.groupdict()
+            if collection.type == "mosaic":
+                return FrameAttributes(MULTIPLE, MULTIPLE, groups["frame"], parsed=True)
+            if collection.type == "index":
+                return FrameAttributes(groups["year"], "", groups["sheet"], parsed=True)
+            return FrameAttributes(groups["date"], groups.get("roll") or "", groups["frame"], parsed=True)
+    expected = " or ".join(shape for _, shape in patterns)
+    return FrameAttributes(problem=f"file name {stem!r} does not match {expected}; "
+                                   "its date, roll and frame stay empty in the index")
+
+
+def scanned_stem(collection: Collection, stem: str) -> str:
+    """Stem of the original scan: index tiles and dpi variants map to the untiled sheet."""
+    if collection.type == "index":
+        match = _INDEX_SHEET.fullmatch(stem)
+        if match and match["note"]:
+            return f"{match['agency']}_{match['year']}_{match['sheet']}"
+    return stem
+
+
+def needs_scan(collection: Collection) -> bool:
+    """Frames and index sheets have an original scan; mosaics do not."""
+    return collection.type in ("frames", "index")

@@ -1,0 +1,22 @@
+"""Airflow operators of ls4: thin wrappers that do I/O through provider hooks
+and hand the work to the core modules."""
+
+from ls4_ops.operators.collection import (
+    BuildTileIndexOperator,
+    PlanUploadsOperator,
+    PublishMapfileOperator,
+    ReportRunOperator,
+)
+from ls4_ops.operators.discovery import DiscoverCollectionsOperator
+from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOperator
+
+__all__ = [
+    "BuildTileIndexOperator",
+    "CogOperator",
+    "CompressOperator",
+    "DiscoverCollectionsOperator",
+    "OverviewsOperator",
+    "PlanUploadsOperator",
+    "PublishMapfileOperator",
+    "ReportRunOperator",
+]

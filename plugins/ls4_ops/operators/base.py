@@ -1,0 +1,49 @@
+"""What every ls4 operator shares: the bucket, the hooks, the settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk import BaseOperator
+
+from ls4_ops.hooks import Ls4S3Hook
+from ls4_ops.layout import Collection
+from ls4_ops.settings import Settings
+
+
+class Ls4Operator(BaseOperator):
+    def __init__(self, *, bucket_name: str | None = None, aws_conn_id: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        settings = Settings.from_env()
+        self.bucket_name = bucket_name or settings.bucket
+        self.aws_conn_id = aws_conn_id or settings.s3_conn_id
+
+    collection_name = ""
+
+    @cached_property
+    def s3(self) -> Ls4S3Hook:
+        return Ls4S3Hook(aws_conn_id=self.aws_conn_id)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.from_env()
+
+    def postgres(self) -> PostgresHook:
+        return PostgresHook(postgres_conn_id=self.settings.postgis_conn_id)
+
+
+class CollectionOperator(Ls4Operator):
+    """An operator on one collection; ``collection`` is ``Collection.to_dict()`` (JSON-able)."""
+
+    def __init__(self, *, collection: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.collection = collection
+
+    @cached_property
+    def coll(self) -> Collection:
+        return Collection.from_dict(self.collection)
+
+    @property
+    def collection_name(self) -> str:
+        return self.coll.name

@@ -1,0 +1,146 @@
+"""Collection-level tasks: plan the run, rebuild the tile index, publish the
+mapfile, and report what the run did."""
+
+from __future__ import annotations
+
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from ls4_ops import mapfile, tileindex
+from ls4_ops.layout import needs_scan, parse_key
+from ls4_ops.operators.base import CollectionOperator
+from ls4_ops.operators.notifications import new_since_last_success, send
+from ls4_ops.plan import SOURCE_ETAG_METADATA, plan_uploads
+
+# Reading footprints is I/O bound (a HEAD and a range GET per COG).
+FOOTPRINT_THREADS = 8
+
+
+class PlanUploadsOperator(CollectionOperator):
+    """List the collection's uploads and return those that need raster work.
+
+    Also makes new scans and georef uploads public-read, and notifies about
+    uploads that cannot be processed or whose original scan is missing.
+    """
+
+    template_fields = ("keys", "force")
+
+    def __init__(self, *, keys: list[str] | str | None = None, force: bool | str = False, **kwargs):
+        super().__init__(**kwargs)
+        self.keys = keys
+        self.force = force
+
+    def execute(self, context):
+        force = self.force in (True, "true", "True", "1")
+        keys = [self.keys] if isinstance(self.keys, str) and self.keys else list(self.keys or [])
+        is_new = (lambda obj: True) if force else (lambda obj: new_since_last_success(obj, context))
+        georef = self.s3.list_objects(self.bucket_name, self.coll.prefix("georef"))
+        scanned = self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))
+        plan = plan_uploads(self.coll, georef, self.processed_etags(), force=force, only_keys=keys)
+
+        by_key = {obj.key: obj for obj in georef}
+        for key, reason in plan.problems:
+            if is_new(by_key.get(key)):
+                self.notify("upload not processed", reason, key)
+        for obj in [*scanned, *(by_key[item["key"]] for item in plan.todo)]:
+            if is_new(obj):
+                self.s3.set_public_read(self.bucket_name, obj.key)
+        self.check_scans(plan.todo, {obj.key for obj in scanned})
+
+        self.log.info("%d to process, %d up to date, %d problems", len(plan.todo), len(plan.up_to_date),
+                      len(plan.problems))
+        return plan.todo
+
+    def processed_etags(self) -> dict[str, str]:
+        cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
+                if self.coll.is_cog_key(obj.key)]
+        with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
+            metadata = pool.map(lambda key: self.s3.metadata(self.bucket_name, key), cogs)
+            return {key: meta.get(SOURCE_ETAG_METADATA, "") for key, meta in zip(cogs, metadata)}
+
+    def check_scans(self, todo: list[dict], scanned_keys: set[str]) -> None:
+        if not needs_scan(self.coll):
+            return
+        for item in todo:
+            candidates = parse_key(item["key"]).scanned_candidates()
+            if not scanned_keys.intersection(candidates):
+                self.notify("original scan missing",
+                            f"no original scan at {' or '.join(candidates)}; the georef upload is processed, "
+                            "upload the scan so its download link works", item["key"])
+
+    def notify(self, subject: str, reason: str, key: str) -> None:
+        send(subject, reason, key=key, collection=self.coll.name, source=f"{self.dag_id}.{self.task_id}")
+
+
+class BuildTileIndexOperator(CollectionOperator):
+    """Rebuild the collection's tile index from its COGs: shapefile + zip in S3, table in PostGIS."""
+
+    def execute(self, context):
+        cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
+                if self.coll.is_cog_key(obj.key)]
+        scanned = {obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))}
+        settings = self.settings
+        with self.s3.endpoint().rasterio_env():
+            with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
+                records = list(pool.map(
+                    lambda key: tileindex.index_record(self.coll, key, settings, scanned), cogs))
+        index = tileindex.build_index(records)
+        if index.empty:
+            raise AirflowFailException(f"{self.coll.name} has no COG yet: nothing to index")
+
+        with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
+            files = tileindex.write_shapefile(index, self.coll, directory)
+            # The zip last: it is what users download, and it appears only when complete.
+            for key in sorted(files, key=lambda k: k == self.coll.tile_index_zip_key):
+                self.s3.upload(files[key], self.bucket_name, key, acl="public-read")
+        tileindex.load_postgis(index, self.postgres().get_sqlalchemy_engine(), self.coll.table)
+        self.log.info("tile index of %s: %d features", self.coll.name, len(index))
+        return {"extent": tileindex.extent(index), "count": len(index)}
+
+
+class PublishMapfileOperator(CollectionOperator):
+    """Build the mapfile with mappyfile and publish it to ``mapfiles/``."""
+
+    template_fields = ("extent",)
+
+    def __init__(self, *, extent, **kwargs):
+        super().__init__(**kwargs)
+        self.extent = extent
+
+    def execute(self, context):
+        settings = self.settings
+        text = mapfile.render(mapfile.build(self.coll, list(self.extent), wms_url=settings.wms_url,
+                                            pg_service=settings.pg_service))
+        with tempfile.NamedTemporaryFile("w", suffix=".map") as handle:
+            handle.write(text)
+            handle.flush()
+            self.s3.upload(handle.name, self.bucket_name, self.coll.mapfile_key, content_type="text/plain",
+                           metadata=mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid))
+        url = mapfile.mapfile_url(self.coll, settings.wms_url)
+        self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.coll.name, url)
+        return url
+
+
+class ReportRunOperator(CollectionOperator):
+    """Fail the run (so operators see it) when a planned upload has no current COG."""
+
+    template_fields = ("planned",)
+
+    def __init__(self, *, planned, **kwargs):
+        super().__init__(**kwargs)
+        self.planned = planned
+
+    def execute(self, context):
+        missing = []
+        for item in self.planned or []:
+            if not self.s3.check_for_key(item["cog_key"], self.bucket_name):
+                missing.append(item["key"])
+            elif self.s3.metadata(self.bucket_name, item["cog_key"]).get(SOURCE_ETAG_METADATA) != item["etag"]:
+                missing.append(item["key"])
+        if missing:
+            raise AirflowFailException(
+                f"{len(missing)} of {len(self.planned)} uploads were not processed: {', '.join(missing)}. "
+                "Their task logs and notifications say why.")
+        self.log.info("%d uploads processed", len(self.planned or []))

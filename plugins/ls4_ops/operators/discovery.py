@@ -1,0 +1,37 @@
+"""Finding collections in the bucket and keeping the DAG registry current."""
+
+from __future__ import annotations
+
+from ls4_ops import registry
+from ls4_ops.layout import BANDS, is_output_key
+from ls4_ops.operators.base import Ls4Operator
+from ls4_ops.operators.notifications import new_since_last_success, send
+
+
+class DiscoverCollectionsOperator(Ls4Operator):
+    """Register every collection with georef uploads; report uploads outside the layout.
+
+    The registry is what the DAG factory reads at parse time, so a new
+    collection gets its DAG at the next DAG-folder parse.
+    """
+
+    template_fields = ("registry_path",)
+
+    def __init__(self, *, registry_path: str, **kwargs):
+        super().__init__(**kwargs)
+        self.registry_path = registry_path
+
+    def execute(self, context):
+        objects = [obj for band in BANDS for obj in self.s3.list_objects(self.bucket_name, f"{band}/")]
+        found, problems = registry.collections_in(obj.key for obj in objects)
+        by_key = {obj.key: obj for obj in objects}
+        for problem in problems:
+            if not is_output_key(problem.key) and new_since_last_success(by_key.get(problem.key), context):
+                send("upload outside the bucket layout", problem.reason + ": move it to the right folder",
+                     key=problem.key, source=f"{self.dag_id}.{self.task_id}")
+        known = registry.load(self.registry_path)
+        new = sorted(c.name for c in found if c.name not in known)
+        if new:
+            registry.save(self.registry_path, [*known.values(), *(c for c in found if c.name in new)])
+        self.log.info("%d collections, new: %s", len(found), ", ".join(new) or "none")
+        return {"collections": sorted(c.name for c in found), "new": new}

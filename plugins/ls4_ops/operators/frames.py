@@ -1,0 +1,100 @@
+"""Per-upload raster stages: compress -> overviews -> COG.
+
+Each stage reads its input from S3 and writes its output to S3, so the three
+tasks of one upload may run on different workers. Intermediates live under
+``ls4-work/`` keyed by the upload's ETag and are removed once its COG exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from ls4_ops import raster
+from ls4_ops.errors import BadUpload
+from ls4_ops.layout import UploadKey, parse_key
+from ls4_ops.operators.base import CollectionOperator
+from ls4_ops.operators.notifications import send
+from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA
+from ls4_ops.s3env import vsis3_path
+
+COMPRESSED = "compressed.tif"
+OVERVIEWS = "compressed.tif.ovr"
+
+
+class FrameStageOperator(CollectionOperator):
+    """One raster stage of one upload; ``upload`` is an item of the plan."""
+
+    template_fields = ("upload",)
+    ui_color = "#d8e8f8"
+
+    def __init__(self, *, upload: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.upload = upload
+
+    def parsed(self) -> UploadKey:
+        return parse_key(self.upload["key"])
+
+    def work_key(self, name: str) -> str:
+        upload = self.parsed()
+        return self.coll.work_key(upload.stem, self.upload["etag"], name)
+
+    def execute(self, context):
+        try:
+            return self.run_stage()
+        except BadUpload as error:
+            send(subject="upload cannot be processed", reason=error.reason, key=self.upload["key"],
+                 collection=self.coll.name, source=f"{self.dag_id}.{self.task_id}")
+            # Retrying cannot fix a bad file: fail now, the rest of the collection goes on.
+            raise AirflowFailException(str(error)) from error
+
+    def run_stage(self):
+        raise NotImplementedError
+
+
+class CompressOperator(FrameStageOperator):
+    """Reproject to EPSG:3857 if needed, keep the prefix's bands, DEFLATE 512 px tiles."""
+
+    def run_stage(self):
+        source = vsis3_path(self.bucket_name, self.upload["key"])
+        with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
+            local = os.path.join(directory, COMPRESSED)
+            with self.s3.endpoint().rasterio_env():
+                info = raster.compress(source, local, self.coll.band, key=self.upload["key"])
+            self.s3.upload(local, self.bucket_name, self.work_key(COMPRESSED))
+        self.log.info("compressed %s: %s", self.upload["key"], info)
+        return info
+
+
+class OverviewsOperator(FrameStageOperator):
+    """Averaged overviews of the compressed copy, as an external .ovr."""
+
+    def run_stage(self):
+        with self.s3.downloaded(self.bucket_name, {self.work_key(COMPRESSED): COMPRESSED}) as directory:
+            factors = raster.add_overviews(os.path.join(directory, COMPRESSED))
+            if factors:
+                self.s3.upload(os.path.join(directory, OVERVIEWS), self.bucket_name, self.work_key(OVERVIEWS))
+        self.log.info("overviews of %s: %s", self.upload["key"], factors)
+        return factors
+
+
+class CogOperator(FrameStageOperator):
+    """Write and validate the COG, publish it public-read, drop the intermediates."""
+
+    def run_stage(self):
+        work = {self.work_key(COMPRESSED): COMPRESSED}
+        if self.s3.check_for_key(self.work_key(OVERVIEWS), self.bucket_name):
+            work[self.work_key(OVERVIEWS)] = OVERVIEWS
+        with self.s3.downloaded(self.bucket_name, work) as directory:
+            cog = os.path.join(directory, "cog.tif")
+            info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.coll.band,
+                                 key=self.upload["key"])
+            self.s3.upload(
+                cog, self.bucket_name, self.upload["cog_key"], acl="public-read", content_type="image/tiff",
+                metadata={SOURCE_ETAG_METADATA: self.upload["etag"], SOURCE_KEY_METADATA: self.upload["key"]},
+            )
+        self.s3.delete_objects(self.bucket_name, list(work))
+        self.log.info("published %s: %s", self.upload["cog_key"], info)
+        return info

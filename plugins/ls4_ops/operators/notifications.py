@@ -1,0 +1,38 @@
+"""Sending notifications from tasks and task-failure callbacks."""
+
+from __future__ import annotations
+
+from ls4_ops.notify import Notification, notifier_from_setting
+from ls4_ops.settings import Settings
+
+
+def send(subject: str, reason: str, *, key: str = "", collection: str = "", source: str = "") -> None:
+    notification = Notification(subject=subject, reason=reason, key=key, collection=collection,
+                                source=source)
+    notifier_from_setting(Settings.from_env().notify).send(notification)
+
+
+def notify_task_failure(context) -> None:
+    """``on_failure_callback``: a task is out of retries (or failed for good)."""
+    ti = context["ti"]
+    task = context["task"]
+    upload = getattr(task, "upload", None)
+    key = upload.get("key", "") if isinstance(upload, dict) else ""
+    error = context.get("exception")
+    send(
+        subject=f"{ti.dag_id}.{ti.task_id} failed",
+        reason=f"{error or 'task failed'}. See the task log in Airflow; fix the cause and clear the task "
+               "or trigger the DAG again",
+        key=key,
+        collection=getattr(task, "collection_name", ""),
+        source=f"{ti.dag_id}.{ti.task_id}",
+    )
+
+
+def new_since_last_success(obj, context) -> bool:
+    """Whether ``obj`` (an S3Object or None) changed after the previous successful run began.
+
+    Problems with older objects were reported by that run already.
+    """
+    since = context.get("prev_start_date_success")
+    return since is None or obj is None or obj.last_modified is None or obj.last_modified >= since

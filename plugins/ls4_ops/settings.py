@@ -1,0 +1,46 @@
+"""Deployment settings read from ``LS4_*`` environment variables.
+
+None of these is a secret: credentials live in Airflow connections (for the
+pipeline) and in MapServer's own config and PostgreSQL service file (for the
+WMS), never in anything ls4 writes to the bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str = "ls4"
+    public_url: str = "http://127.0.0.1:9000/ls4"
+    wms_url: str = "http://127.0.0.1:8081/wms/"
+    pg_service: str = "ls4"
+    registry_path: str = "registry.json"
+    notify: str = "log"
+    s3_conn_id: str = "ls4_s3"
+    postgis_conn_id: str = "ls4_postgis"
+    mapfile_uid: str = "0"
+    mapfile_gid: str = "0"
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "Settings":
+        bucket = environ.get("LS4_BUCKET", cls.bucket)
+        endpoint = environ.get("LS4_S3_ENDPOINT", "").rstrip("/")
+        default_public = f"{endpoint}/{bucket}" if endpoint else f"https://{bucket}.s3.amazonaws.com"
+        return cls(
+            bucket=bucket,
+            public_url=environ.get("LS4_PUBLIC_URL", default_public).rstrip("/"),
+            wms_url=environ.get("LS4_WMS_URL", cls.wms_url),
+            pg_service=environ.get("LS4_PG_SERVICE", cls.pg_service),
+            registry_path=environ.get("LS4_REGISTRY", cls.registry_path),
+            notify=environ.get("LS4_NOTIFY", cls.notify),
+            s3_conn_id=environ.get("LS4_S3_CONN_ID", cls.s3_conn_id),
+            postgis_conn_id=environ.get("LS4_POSTGIS_CONN_ID", cls.postgis_conn_id),
+            mapfile_uid=environ.get("LS4_MAPFILE_UID", cls.mapfile_uid),
+            mapfile_gid=environ.get("LS4_MAPFILE_GID", cls.mapfile_gid),
+        )
+
+    def public_link(self, key: str) -> str:
+        return f"{self.public_url}/{key}"

@@ -1,0 +1,77 @@
+import json
+import re
+
+import mappyfile
+import pytest
+
+from ls4_ops import mapfile, registry
+from ls4_ops.layout import parse_key
+from ls4_ops.notify import FileNotifier, Notification, notifier_from_setting
+
+C = parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection
+
+
+def built():
+    return mapfile.build(C, [0, 0, 1000, 1000], wms_url="http://wms.example/wms/", pg_service="ls4")
+
+
+def test_mapfile_is_valid_for_mapserver_8_and_parses_back():
+    text = mapfile.render(built())
+    parsed = mappyfile.loads(text)
+    names = [layer["name"] for layer in parsed["layers"]]
+    assert names == ["anderson_ams_1960_frames_index", "anderson_ams_1960_frames"]
+    assert parsed["name"] not in names
+    raster = parsed["layers"][1]
+    assert (raster["tileindex"], raster["tileitem"], raster["tilesrs"]) == (
+        "anderson_ams_1960_frames_index", "location", "src_srs")
+    assert parsed["web"]["metadata"]["wms_title"] == "Anderson AMS 1960 Frames"
+    assert parsed["web"]["metadata"]["wms_onlineresource"] == (
+        "http://wms.example/wms/?map=/mapfiles/anderson_ams_1960_frames.map&")
+
+
+def test_mapfile_holds_no_secret():
+    text = mapfile.render(built())
+    assert "service=ls4" in text
+    assert not re.search(r"password|user=|host=|AWS_|SECRET", text, re.IGNORECASE)
+
+
+def test_invalid_mapfile_is_refused():
+    broken = built()
+    broken["layers"][0]["type"] = "NOT_A_TYPE"
+    with pytest.raises(mapfile.MapfileError):
+        mapfile.render(broken)
+
+
+def test_s3fs_metadata():
+    assert mapfile.s3fs_metadata("33", "44", mtime=12.7) == {"uid": "33", "gid": "44", "mode": "33188",
+                                                            "mtime": "12"}
+
+
+def test_registry_round_trip_and_discovery(tmp_path):
+    path = str(tmp_path / "sub" / "registry.json")
+    assert registry.load(path) == {}
+    found, problems = registry.collections_in([
+        "nc/anderson/ams_1960/frames/georef/a.tif",
+        "nc/anderson/ams_1960/frames/scanned/a.tif",
+        "bw/travis/usgs_1952/frames/scanned/b.tif",
+        "bw/travis/usgs_1952/frames/georef/c.tif",
+        "bw/nowhere/x.tif",
+    ])
+    assert sorted(c.name for c in found) == ["anderson_ams_1960_frames", "travis_usgs_1952_frames"]
+    assert [p.key for p in problems] == ["bw/nowhere/x.tif"]
+    registry.save(path, found)
+    assert set(registry.load(path)) == {c.name for c in found}
+    assert registry.load(path)["anderson_ams_1960_frames"] == C
+
+
+def test_file_notifier_writes_one_json_line_per_notification(tmp_path):
+    path = tmp_path / "n.jsonl"
+    notifier = notifier_from_setting(f"file:{path}")
+    assert isinstance(notifier, FileNotifier)
+    notifier.send(Notification("original scan missing", "upload it", key="k1"))
+    notifier.send(Notification("upload cannot be processed", "not georeferenced", key="k2"))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["key"] for line in lines] == ["k1", "k2"]
+    assert lines[1]["text"] == "[ls4] upload cannot be processed (k2): not georeferenced"
+    with pytest.raises(ValueError):
+        notifier_from_setting("carrier-pigeon")
