@@ -26,6 +26,6 @@ with DAG(
     default_args={"owner": "ls4", "retries": 2, "retry_delay": timedelta(seconds=20),
                   "on_failure_callback": notify_task_failure},
     tags=["ls4", "maintenance"],
-):
+) as dag:
     DiscoverCollectionsOperator(task_id="discover", registry_path=settings.registry_path,
                                 bucket_name=settings.bucket, aws_conn_id=settings.s3_conn_id)

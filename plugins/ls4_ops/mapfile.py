@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 
-import mappyfile
-
 from ls4_ops.layout import Collection, validate_identifier
 
 MAPSERVER_VERSION = 8.0
@@ -112,6 +110,8 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
 
 def render(mapfile: dict) -> str:
     """Mapfile text, refused if MapServer 8.0 would reject it."""
+    import mappyfile  # imported here: DAG files use this module and must parse fast
+
     errors = mappyfile.validate(mapfile, version=MAPSERVER_VERSION)
     if errors:
         raise MapfileError("; ".join(f"{e.get('error')} at {e.get('path', '')}" for e in errors))

@@ -11,14 +11,13 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import rasterio
-from rasterio.session import AWSSession
-
 # GDAL otherwise lists the whole prefix when it opens one object.
 GDAL_DEFAULTS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.ovr,.msk",
-    "GDAL_CACHEMAX": "256",
+    # A passing S3 hiccup must not look like a corrupt upload.
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "1",
 }
 
 
@@ -61,7 +60,10 @@ class S3Endpoint:
             options["AWS_VIRTUAL_HOSTING"] = "FALSE"
         return options
 
-    def rasterio_env(self, **extra) -> rasterio.Env:
+    def rasterio_env(self, **extra):
+        import rasterio
+        from rasterio.session import AWSSession
+
         session = AWSSession(
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,

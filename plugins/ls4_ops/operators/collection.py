@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from ls4_ops import mapfile, tileindex
+from ls4_ops import mapfile
 from ls4_ops.layout import needs_scan, parse_key
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import new_since_last_success, send
@@ -78,6 +78,8 @@ class BuildTileIndexOperator(CollectionOperator):
     """Rebuild the collection's tile index from its COGs: shapefile + zip in S3, table in PostGIS."""
 
     def execute(self, context):
+        from ls4_ops import tileindex
+
         cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
                 if self.coll.is_cog_key(obj.key)]
         scanned = {obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))}
@@ -101,17 +103,20 @@ class BuildTileIndexOperator(CollectionOperator):
 
 
 class PublishMapfileOperator(CollectionOperator):
-    """Build the mapfile with mappyfile and publish it to ``mapfiles/``."""
+    """Build the mapfile with mappyfile and publish it to ``mapfiles/``.
 
-    template_fields = ("extent",)
+    ``tile_index`` is what BuildTileIndexOperator returned (its extent is the map's).
+    """
 
-    def __init__(self, *, extent, **kwargs):
+    template_fields = ("tile_index",)
+
+    def __init__(self, *, tile_index, **kwargs):
         super().__init__(**kwargs)
-        self.extent = extent
+        self.tile_index = tile_index
 
     def execute(self, context):
         settings = self.settings
-        text = mapfile.render(mapfile.build(self.coll, list(self.extent), wms_url=settings.wms_url,
+        text = mapfile.render(mapfile.build(self.coll, list(self.tile_index["extent"]), wms_url=settings.wms_url,
                                             pg_service=settings.pg_service))
         with tempfile.NamedTemporaryFile("w", suffix=".map") as handle:
             handle.write(text)

@@ -1,5 +1,8 @@
 """Per-upload raster stages: compress -> overviews -> COG.
 
+Heavy libraries (rasterio, geopandas, mappyfile) are imported inside
+``execute``: DAG files import these operators and must parse fast.
+
 Each stage reads its input from S3 and writes its output to S3, so the three
 tasks of one upload may run on different workers. Intermediates live under
 ``ls4-work/`` keyed by the upload's ETag and are removed once its COG exists.
@@ -12,7 +15,6 @@ import tempfile
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from ls4_ops import raster
 from ls4_ops.errors import BadUpload
 from ls4_ops.layout import UploadKey, parse_key
 from ls4_ops.operators.base import CollectionOperator
@@ -58,6 +60,8 @@ class CompressOperator(FrameStageOperator):
     """Reproject to EPSG:3857 if needed, keep the prefix's bands, DEFLATE 512 px tiles."""
 
     def run_stage(self):
+        from ls4_ops import raster
+
         source = vsis3_path(self.bucket_name, self.upload["key"])
         with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
             local = os.path.join(directory, COMPRESSED)
@@ -72,6 +76,8 @@ class OverviewsOperator(FrameStageOperator):
     """Averaged overviews of the compressed copy, as an external .ovr."""
 
     def run_stage(self):
+        from ls4_ops import raster
+
         with self.s3.downloaded(self.bucket_name, {self.work_key(COMPRESSED): COMPRESSED}) as directory:
             factors = raster.add_overviews(os.path.join(directory, COMPRESSED))
             if factors:
@@ -84,6 +90,8 @@ class CogOperator(FrameStageOperator):
     """Write and validate the COG, publish it public-read, drop the intermediates."""
 
     def run_stage(self):
+        from ls4_ops import raster
+
         work = {self.work_key(COMPRESSED): COMPRESSED}
         if self.s3.check_for_key(self.work_key(OVERVIEWS), self.bucket_name):
             work[self.work_key(OVERVIEWS)] = OVERVIEWS

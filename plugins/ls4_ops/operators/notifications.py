@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ls4_ops.errors import BadUpload
 from ls4_ops.notify import Notification, notifier_from_setting
 from ls4_ops.settings import Settings
 
@@ -14,11 +15,13 @@ def send(subject: str, reason: str, *, key: str = "", collection: str = "", sour
 
 def notify_task_failure(context) -> None:
     """``on_failure_callback``: a task is out of retries (or failed for good)."""
+    error = context.get("exception")
+    if isinstance(getattr(error, "__cause__", None), BadUpload):
+        return  # the operator already sent the uploader-facing reason
     ti = context["ti"]
     task = context["task"]
     upload = getattr(task, "upload", None)
     key = upload.get("key", "") if isinstance(upload, dict) else ""
-    error = context.get("exception")
     send(
         subject=f"{ti.dag_id}.{ti.task_id} failed",
         reason=f"{error or 'task failed'}. See the task log in Airflow; fix the cause and clear the task "

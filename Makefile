@@ -1,0 +1,35 @@
+# ls4: `make run` starts the local stack and processes the sample collections;
+# `make test` runs the whole suite on its own stack. See README.md.
+SHELL := /bin/bash
+STACK := include/stack/stack.sh
+ENV := source include/stack/env.sh &&
+
+.PHONY: install run stop status test unit bench-raster bench-parse lock
+
+install:
+	bash include/stack/install.sh
+
+run: install
+	$(STACK) start
+	$(ENV) "$$LS4_VENV/bin/python" include/run_sample.py
+
+stop:
+	$(STACK) stop
+
+status:
+	$(STACK) status
+
+test: install
+	$(ENV) "$$LS4_VENV/bin/python" -m pytest tests
+
+unit: install
+	$(ENV) "$$LS4_VENV/bin/python" -m pytest tests/unit
+
+bench-raster: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_raster.py
+
+bench-parse: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_parse.py
+
+lock:
+	uv pip compile requirements.txt --python-version 3.11 --generate-hashes -o requirements.lock

@@ -1,0 +1,127 @@
+"""`make run`, after the stack is up: load the sample collections and let Airflow process them.
+
+Idempotent: frames already in the bucket are not uploaded again, and a
+collection whose WMS already answers is only checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from rasterio.warp import transform_bounds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from include.synthetic import make_frame  # noqa: E402
+from ls4_ops import registry  # noqa: E402
+from ls4_ops.layout import Collection, parse_key  # noqa: E402
+from ls4_ops.mapfile import mapfile_url  # noqa: E402
+from ls4_ops.s3env import S3Endpoint  # noqa: E402
+from ls4_ops.settings import Settings  # noqa: E402
+
+UTM = "EPSG:26914"
+FRAME = (1200, 900)
+ORIGIN = (620_000.0, 3_349_000.0)
+SAMPLES = {
+    # key -> (band, crs): three adjacent natural-colour frames in UTM 14N, three grayscale in Web Mercator
+    **{f"nc/sample/tops_1975/frames/georef/19750312_4-{i + 1}.tif": ("nc", UTM, i) for i in range(3)},
+    **{f"bw/sample/ams_1960/frames/georef/19600105_{i + 1}.tif": ("bw", "EPSG:3857", i) for i in range(3)},
+}
+TIMEOUT = 900
+
+
+def airflow(*args: str) -> str:
+    airflow_bin = os.path.join(os.environ["LS4_VENV"], "bin", "airflow")
+    return subprocess.run([airflow_bin, *args], check=True, capture_output=True, text=True).stdout
+
+
+def upload_samples(client, bucket: str, folder: str) -> None:
+    existing = {o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for o in p.get("Contents", [])}
+    os.makedirs(folder, exist_ok=True)
+    for key, (band, crs, i) in SAMPLES.items():
+        if key in existing:
+            continue
+        x0 = ORIGIN[0] + i * FRAME[0]
+        bounds = (x0, ORIGIN[1], x0 + FRAME[0], ORIGIN[1] + FRAME[1])
+        if crs != UTM:
+            bounds = transform_bounds(UTM, crs, *bounds)
+        path = os.path.join(folder, os.path.basename(key))
+        make_frame(path, band, *FRAME, crs=crs, bounds=bounds, collar=16)
+        client.upload_file(path, bucket, key)
+        scan = parse_key(key).scanned_candidates()[0]
+        client.upload_file(path, bucket, scan)
+        print(f"uploaded s3://{bucket}/{key}")
+
+
+def wait_for(what: str, check, timeout: float = TIMEOUT, interval: float = 5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; see {os.environ['LS4_STATE_DIR']}/log/")
+
+
+def dag_ids() -> set[str]:
+    output = airflow("dags", "list", "-o", "plain")
+    return {line.split()[0] for line in output.splitlines() if line.startswith("ls4_")}
+
+
+def last_run_state(dag_id: str) -> str | None:
+    output = airflow("dags", "list-runs", dag_id, "-o", "json")
+    start = output.find("[")
+    runs = json.loads(output[start:]) if start >= 0 else []
+    return runs[0]["state"] if runs else None
+
+
+def wms_answers(collection: Collection, wms_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{mapfile_url(collection, wms_url)}&SERVICE=WMS&REQUEST=GetMap"
+                                    f"&VERSION=1.3.0&LAYERS={collection.name}&STYLES=&CRS=EPSG:3857"
+                                    f"&BBOX={','.join(map(str, sample_bbox(collection)))}&WIDTH=256&HEIGHT=256"
+                                    "&FORMAT=image/png", timeout=30) as response:
+            return response.headers.get("Content-Type", "").startswith("image/png")
+    except OSError:
+        return False
+
+
+def sample_bbox(collection: Collection) -> tuple[float, ...]:
+    return transform_bounds(UTM, "EPSG:3857", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 3 * FRAME[0], ORIGIN[1] + FRAME[1])
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    client = S3Endpoint.from_env().boto3_client()
+    upload_samples(client, settings.bucket, os.path.join(os.environ["LS4_STATE_DIR"], "sample"))
+    collections = {parse_key(key).collection for key in SAMPLES}
+
+    wait_for("the ls4_discovery DAG to be parsed", lambda: "ls4_discovery" in dag_ids())
+    if not all(c.name in registry.load(settings.registry_path) for c in collections):
+        airflow("dags", "trigger", "ls4_discovery")
+    wanted = {c.dag_id for c in collections}
+    wait_for("the collection DAGs", lambda: wanted <= dag_ids())
+    for collection in sorted(collections):
+        if not wms_answers(collection, settings.wms_url):
+            state = wait_for(f"a finished run of {collection.dag_id}",
+                             lambda: last_run_state(collection.dag_id) in ("success", "failed")
+                             and last_run_state(collection.dag_id))
+            print(f"{collection.dag_id}: last run {state}")
+            wait_for(f"the WMS of {collection.name}", lambda: wms_answers(collection, settings.wms_url), 60, 2)
+
+    print("\nWMS GetCapabilities:")
+    for collection in sorted(collections):
+        print(f"  {mapfile_url(collection, settings.wms_url)}&SERVICE=WMS&REQUEST=GetCapabilities")
+    print(f"\nAirflow UI: http://127.0.0.1:{os.environ['LS4_AIRFLOW_PORT']}/")
+    print("Stop everything with `make stop` (PostGIS and Airflow history are kept).")
+
+
+if __name__ == "__main__":
+    main()

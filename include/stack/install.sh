@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Install what the local stack needs: Debian packages and the Python venv.
+# Idempotent and fast when everything is already there.
+#   include/stack/install.sh
+set -euo pipefail
+# shellcheck source=include/stack/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-bin curl)
+LOCK="$LS4_ROOT/requirements.lock"
+STAMP="$LS4_VENV/.ls4-synced"
+
+log() { printf 'install: %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_debian() {
+    local missing=() p
+    for p in "${DEB_PACKAGES[@]}"; do
+        [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && { log "debian packages present"; return; }
+    log "installing ${missing[*]}"
+    as_root apt-get update
+    # policy-rc.d 101 keeps the postinst scripts from starting the system
+    # lighttpd (port 80) and postgresql (port 5432) clusters; the stack runs
+    # its own instances on its own ports and state dir.
+    local rc=/usr/sbin/policy-rc.d had_rc=
+    [ -e "$rc" ] && had_rc=1
+    [ -n "$had_rc" ] || { printf '#!/bin/sh\nexit 101\n' | as_root tee "$rc" >/dev/null; as_root chmod 755 "$rc"; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+        || { [ -n "$had_rc" ] || as_root rm -f "$rc"; return 1; }
+    [ -n "$had_rc" ] || as_root rm -f "$rc"
+    stop_system_services
+}
+
+# Whatever a postinst may have started anyway: not ours, and in the way of
+# nothing but memory, so stop it and keep it from starting at boot.
+stop_system_services() {
+    local s
+    for s in lighttpd postgresql; do
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            as_root systemctl disable --now "$s" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$s" ]; then
+            as_root "/etc/init.d/$s" stop >/dev/null 2>&1 || true
+        fi
+    done
+}
+
+find_uv() {
+    command -v uv && return
+    log "uv not on PATH: pip install --user uv" >&2
+    local py bin
+    py="$(command -v python3.11 || command -v python3)"
+    "$py" -m pip install --quiet --user uv >&2 \
+        || "$py" -m pip install --quiet --user --break-system-packages uv >&2 \
+        || return 0
+    bin="$("$py" -m site --user-base)/bin/uv"
+    if [ -x "$bin" ]; then echo "$bin"; fi
+}
+
+install_python() {
+    if [ -x "$LS4_VENV/bin/python" ] && [ -e "$STAMP" ] && [ ! "$LOCK" -nt "$STAMP" ]; then
+        log "venv up to date ($LS4_VENV)"
+        return
+    fi
+    local uv
+    uv="$(find_uv || true)"
+    if [ -n "$uv" ]; then
+        # A system Python 3.11 only: nothing outside the registries is reachable.
+        [ -x "$LS4_VENV/bin/python" ] \
+            || UV_PYTHON_DOWNLOADS=never "$uv" venv --python 3.11 "$LS4_VENV"
+        log "uv pip sync $LOCK"
+        "$uv" pip sync --python "$LS4_VENV/bin/python" "$LOCK"
+    else
+        [ -x "$LS4_VENV/bin/python" ] || python3.11 -m venv "$LS4_VENV"
+        log "pip install --require-hashes -r $LOCK"
+        "$LS4_VENV/bin/python" -m pip install --quiet --require-hashes -r "$LOCK"
+    fi
+    touch "$STAMP"
+}
+
+install_debian
+install_python
+log "done"

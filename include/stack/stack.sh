@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# Local services of ls4, no Docker: S3 (moto), PostGIS, MapServer (lighttpd +
+# FastCGI mapserv), the mapfile sync loop and Airflow.
+#
+#   stack.sh start   [svc...]   start (no svc = all, in dependency order)
+#   stack.sh stop    [svc...]   stop (no svc = all, in reverse order); data stays
+#   stack.sh restart [svc...]
+#   stack.sh status  [svc...]   exit 0 when every listed service is running
+#
+# Services: s3 postgis mapserver mapsync airflow. All settings come from
+# env.sh; see README.md beside this file.
+set -euo pipefail
+# shellcheck source=include/stack/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+umask 022
+
+say() { printf '%-10s %s\n' "$1:" "$2"; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+SERVICES=(s3 postgis mapserver mapsync airflow)
+RUN_DIR="$LS4_STATE_DIR/run"
+LOG_DIR="$LS4_STATE_DIR/log"
+PG_BIN=/usr/lib/postgresql/15/bin
+MS_DIR="$LS4_STATE_DIR/mapserver"
+MAPSERV=/usr/lib/cgi-bin/mapserv
+MS_USER=www-data   # lighttpd drops to this user when started as root
+
+s3_addr="${LS4_S3_ENDPOINT#*://}"
+s3_addr="${s3_addr%%/*}"
+S3_HOST="${s3_addr%:*}"
+S3_PORT="${s3_addr##*:}"
+[ "$S3_PORT" != "$s3_addr" ] || die "LS4_S3_ENDPOINT needs an explicit port: $LS4_S3_ENDPOINT"
+
+declare -A PORT=([s3]="$S3_HOST:$S3_PORT" [postgis]="$LS4_PG_HOST:$LS4_PG_PORT"
+    [mapserver]="127.0.0.1:$LS4_WMS_PORT" [airflow]="$AIRFLOW__API__HOST:$LS4_AIRFLOW_PORT")
+declare -A TIMEOUT=([s3]=30 [postgis]=60 [mapserver]=20 [mapsync]=10 [airflow]=240)
+# A word of the service's command line: a pid file whose pid now belongs to
+# some other program counts as stale.
+declare -A MATCH=([s3]=moto_server [postgis]=postgres [mapserver]=lighttpd
+    [mapsync]=mapfile_sync [airflow]=airflow)
+
+# ---------------------------------------------------------------- helpers ---
+pid_file() { echo "$RUN_DIR/$1.pid"; }
+log_file() { echo "$LOG_DIR/$1.log"; }
+defined() { declare -F "$1" >/dev/null; }
+
+# Print the live pid of a service, or fail.
+svc_pid() {
+    local pid cmd
+    pid="$(cat "$(pid_file "$1")" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmd" == *"${MATCH[$1]}"* ]] || return 1
+    echo "$pid"
+}
+
+# Process $1 exists and is no zombie.
+alive() {
+    local stat
+    stat="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ -n "$stat" && "$stat" != Z* ]]
+}
+
+# True while process $1 or any member of its process group lives (zombies,
+# which no one may reap for a while here, don't count).
+group_alive() {
+    ps -eo pid=,pgid=,stat= | awk -v g="$1" '($1 == g || $2 == g) && $3 !~ /^Z/ {f = 1} END {exit !f}'
+}
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+http_answers() { [ "$(curl -s -o /dev/null -m 3 -w '%{http_code}' "$1")" != 000 ]; }
+
+# Run a command detached from this shell in its own session and process
+# group (so stop can kill the whole group), logging to the service's log.
+launch() {
+    local svc=$1; shift
+    echo "=== $(date -Is) start: $*" >>"$(log_file "$svc")"
+    PYTHONUNBUFFERED=1 setsid nohup "$@" >>"$(log_file "$svc")" 2>&1 </dev/null &
+    echo $! >"$(pid_file "$svc")"
+}
+
+fail() {
+    local svc=$1; shift
+    printf 'stack: %s: %s; last lines of %s:\n' "$svc" "$*" "$(log_file "$svc")" >&2
+    tail -n 30 "$(log_file "$svc")" >&2 || true
+    local pid
+    if pid="$(cat "$(pid_file "$svc")" 2>/dev/null)"; then terminate "$svc" "$pid"; fi
+    rm -f "$(pid_file "$svc")"
+    exit 1
+}
+
+wait_ready() {
+    local svc=$1 deadline=$((SECONDS + TIMEOUT[$1])) pid
+    pid="$(cat "$(pid_file "$svc")")"
+    # by pid, not svc_pid: right after the fork the child is not yet exec'd
+    while :; do
+        alive "$pid" || fail "$svc" "process exited"
+        if "${svc}_ready" && alive "$pid"; then return 0; fi
+        [ "$SECONDS" -lt "$deadline" ] || fail "$svc" "not ready after ${TIMEOUT[$svc]} s"
+        sleep 1
+    done
+}
+
+# A service that died leaves its pid file and maybe children (mapserv under a
+# killed lighttpd): kill what is left of its process group, drop the file.
+reap_stale() {
+    local pf pid
+    pf="$(pid_file "$1")"
+    pid="$(cat "$pf" 2>/dev/null)" || return 0
+    # A live process with that pid is not ours any more (svc_pid said so):
+    # leave it alone. A dead leader's group can't have been reused.
+    if [ -n "$pid" ] && ! alive "$pid" && group_alive "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$pf"
+}
+
+start_one() {
+    local svc=$1 pid
+    if pid="$(svc_pid "$svc")"; then
+        say "$svc" "running (pid $pid)"; return
+    fi
+    reap_stale "$svc"
+    local addr=${PORT[$svc]:-}
+    if [ -n "$addr" ] && port_open "${addr%:*}" "${addr##*:}"; then
+        die "$svc: $addr is already taken by a process this stack did not start (state dir $LS4_STATE_DIR)"
+    fi
+    if defined "${svc}_prepare"; then "${svc}_prepare"; fi
+    "${svc}_launch" || fail "$svc" "launch failed"
+    wait_ready "$svc"
+    if defined "${svc}_post"; then "${svc}_post" || fail "$svc" "post-start step failed"; fi
+    say "$svc" "started (pid $(cat "$(pid_file "$svc")"), log $(log_file "$svc"))"
+}
+
+stop_one() {
+    local svc=$1 pid pf
+    pf="$(pid_file "$svc")"
+    if ! pid="$(svc_pid "$svc")"; then
+        reap_stale "$svc"; say "$svc" "stopped"; return
+    fi
+    terminate "$svc" "$pid"
+    rm -f "$pf"
+    say "$svc" "stopped (was pid $pid)"
+}
+
+# Stop process group $2 of service $1: its own stop step or SIGTERM, then
+# SIGKILL whatever is left after 30 s.
+terminate() {
+    local svc=$1 pid=$2 deadline=$((SECONDS + 30))
+    if ! { defined "${svc}_stop" && "${svc}_stop" >/dev/null 2>&1; }; then
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    fi
+    while group_alive "$pid"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            sleep 1; break
+        fi
+        sleep 0.5
+    done
+}
+
+status_one() {
+    local svc=$1 pid
+    if pid="$(svc_pid "$svc")"; then
+        local health=ready
+        "${svc}_ready" || health="NOT READY"
+        say "$svc" "running (pid $pid) $health${PORT[$svc]:+ on ${PORT[$svc]}}"
+    else
+        say "$svc" "stopped"; return 1
+    fi
+}
+
+# ----------------------------------------------------------------- s3 -------
+# moto keeps everything in memory: stopping s3 loses the bucket's contents.
+s3_launch() { launch s3 "$LS4_VENV/bin/moto_server" -H "$S3_HOST" -p "$S3_PORT"; }
+s3_ready() { http_answers "$LS4_S3_ENDPOINT/"; }
+s3_post() {
+    "$LS4_VENV/bin/python" -c '
+import os, boto3, botocore.exceptions
+e = os.environ
+s3 = boto3.client("s3", endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
+                  aws_access_key_id=e["LS4_S3_ACCESS_KEY"], aws_secret_access_key=e["LS4_S3_SECRET_KEY"])
+bucket = e["LS4_BUCKET"]
+try:
+    s3.head_bucket(Bucket=bucket)
+except botocore.exceptions.ClientError:
+    kw = {} if e["LS4_S3_REGION"] == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": e["LS4_S3_REGION"]}}
+    s3.create_bucket(Bucket=bucket, **kw)
+    print("created bucket", bucket)
+' >>"$(log_file s3)" 2>&1
+}
+
+# ------------------------------------------------------------ postgis -------
+# A private cluster owned by the postgres OS user (initdb refuses root):
+# $LS4_STATE_DIR/pg/{data,sock}. That user must traverse the path to it; where
+# it can't (a clone under /root, 0700) or the socket path would be too long,
+# pg is a symlink to /var/tmp/ls4-pg/<hash of the state dir> instead.
+as_pg() { (cd / && runuser -u postgres -- "$@"); }
+
+PG_LINK="$LS4_STATE_DIR/pg"
+set_pg_dirs() {
+    PG_HOME="$(readlink -m "$PG_LINK")"
+    PG_DATA="$PG_HOME/data"
+    PG_SOCK="$PG_HOME/sock"
+}
+set_pg_dirs
+
+postgis_prepare() {
+    chmod o+x "$LS4_STATE_DIR"
+    if [ ! -e "$PG_LINK" ] && { ! as_pg test -x "$LS4_STATE_DIR" || [ ${#PG_SOCK} -gt 80 ]; }; then
+        local alt
+        alt="/var/tmp/ls4-pg/$(printf %s "$LS4_STATE_DIR" | md5sum | cut -c1-12)"
+        rm -rf "$alt"   # a new state dir starts from scratch
+        mkdir -p "$alt"
+        ln -s "$alt" "$PG_LINK"
+        set_pg_dirs
+        echo "postgres cannot use $PG_LINK directly: cluster in $alt" >>"$(log_file postgis)"
+    fi
+    install -d -o postgres -g postgres -m 0755 "$PG_HOME" "$PG_SOCK"
+    as_pg test -w "$PG_SOCK" || die "postgis: user postgres cannot write to $PG_SOCK"
+    if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+        install -d -o postgres -g postgres -m 0700 "$PG_DATA"
+        as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+            --auth-local=peer --auth-host=scram-sha-256 >>"$(log_file postgis)" 2>&1 \
+            || fail postgis "initdb failed"
+    fi
+}
+
+# pg_ctl without -l: the server logs to pg_ctl's stdout, a file that root
+# opened here, so the log can stay in $LOG_DIR whoever may traverse it.
+postgis_launch() {
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -t "${TIMEOUT[postgis]}" \
+        -o "-c listen_addresses='$LS4_PG_HOST' -c port=$LS4_PG_PORT -c unix_socket_directories='$PG_SOCK'" \
+        start >>"$(log_file postgis)" 2>&1 </dev/null || return 1
+    head -n 1 "$PG_DATA/postmaster.pid" >"$(pid_file postgis)"
+}
+
+postgis_ready() { "$PG_BIN/pg_isready" -q -h "$LS4_PG_HOST" -p "$LS4_PG_PORT"; }
+
+# Role, database and extension; idempotent, and keeps the password in step
+# with LS4_PG_PASSWORD.
+postgis_post() {
+    as_pg "$PG_BIN/psql" -h "$PG_SOCK" -p "$LS4_PG_PORT" -d postgres -qAt -v ON_ERROR_STOP=1 \
+        -v user="$LS4_PG_USER" -v pw="$LS4_PG_PASSWORD" -v db="$LS4_PG_DB" \
+        >>"$(log_file postgis)" 2>&1 <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'user')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'user', :'pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+\connect :"db"
+CREATE EXTENSION IF NOT EXISTS postgis;
+SQL
+}
+
+postgis_stop() { as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null; }
+
+# ---------------------------------------------------------- mapserver -------
+# lighttpd on 127.0.0.1:$LS4_WMS_PORT runs mapserv over FastCGI at /wms/.
+# Public URLs name a mapfile as map=/mapfiles/NAME.map (the original system
+# had the bucket mounted at /mapfiles); lighttpd rewrites that to
+# $LS4_MAPFILE_DIR/NAME.map, the only paths MS_MAP_PATTERN lets through.
+# shellcheck disable=SC2001
+regex_quote() { sed 's/[][\.^$*+?(){}|]/\\&/g' <<<"$1"; }
+
+mapserver_prepare() {
+    local d
+    for d in "$LS4_MAPFILE_DIR" "$MS_DIR"; do
+        [[ "$d" =~ ^[A-Za-z0-9_./-]+$ ]] || die "mapserver: unsupported characters in path $d"
+    done
+    mkdir -p "$LS4_MAPFILE_DIR" "$MS_DIR/www" "$MS_DIR/sock" "$MS_DIR/tmp"
+    local owner=""
+    [ "$(id -u)" = 0 ] && owner="$MS_USER"
+    write_mapserver_conf
+    write_pg_service
+    write_lighttpd_conf "$owner"
+    touch "$(log_file mapserver)"
+    if [ -n "$owner" ]; then
+        # lighttpd opens its error log after dropping privileges
+        chown "$owner:" "$MS_DIR/pg_service.conf" "$(log_file mapserver)" "$MS_DIR/sock" "$MS_DIR/tmp"
+        chgrp "$owner" "$MS_DIR/mapserver.conf"   # holds the S3 keys: 0640
+    fi
+    lighttpd -tt -f "$MS_DIR/lighttpd.conf" >>"$(log_file mapserver)" 2>&1 \
+        || fail mapserver "lighttpd rejects $MS_DIR/lighttpd.conf"
+}
+
+write_mapserver_conf() {
+    local https=NO
+    case "$LS4_S3_ENDPOINT" in https://*) https=YES ;; esac
+    cat >"$MS_DIR/mapserver.conf" <<EOF
+# Generated by include/stack/stack.sh; edits are lost on the next start.
+CONFIG
+  ENV
+    MS_MAP_PATTERN "^$(regex_quote "${LS4_MAPFILE_DIR%/}")/[a-z0-9_]+\\.map\$"
+    # stderr reaches lighttpd's error log at once; a file would sit in a
+    # 4 KB stdio buffer of a long-lived FastCGI process.
+    MS_ERRORFILE "stderr"
+    # libpq ignores this one: lighttpd.conf passes it with each request
+    PGSERVICEFILE "$MS_DIR/pg_service.conf"
+    AWS_ACCESS_KEY_ID "$LS4_S3_ACCESS_KEY"
+    AWS_SECRET_ACCESS_KEY "$LS4_S3_SECRET_KEY"
+    AWS_REGION "$LS4_S3_REGION"
+    AWS_S3_ENDPOINT "$s3_addr"
+    AWS_HTTPS "$https"
+    AWS_VIRTUAL_HOSTING "FALSE"
+    GDAL_DISABLE_READDIR_ON_OPEN "EMPTY_DIR"
+    CPL_VSIL_CURL_ALLOWED_EXTENSIONS ".tif"
+  END
+END
+EOF
+    chmod 0640 "$MS_DIR/mapserver.conf"
+}
+
+# The database secret lives here, on the MapServer host, never in a mapfile:
+# mapfiles say CONNECTION "service=$LS4_PG_SERVICE".
+write_pg_service() {
+    local f="$MS_DIR/pg_service.conf"
+    (umask 077 && cat >"$f" <<EOF
+[$LS4_PG_SERVICE]
+host=$LS4_PG_HOST
+port=$LS4_PG_PORT
+dbname=$LS4_PG_DB
+user=$LS4_PG_USER
+password=$LS4_PG_PASSWORD
+EOF
+    )
+    chmod 0600 "$f"
+}
+
+write_lighttpd_conf() {
+    local owner=$1 user_lines=""
+    [ -z "$owner" ] || user_lines="server.username = \"$owner\"
+server.groupname = \"$owner\""
+    cat >"$MS_DIR/lighttpd.conf" <<EOF
+# Generated by include/stack/stack.sh; edits are lost on the next start.
+server.modules = ( "mod_rewrite", "mod_setenv", "mod_fastcgi" )
+server.bind = "127.0.0.1"
+server.port = $LS4_WMS_PORT
+server.document-root = "$MS_DIR/www"
+server.pid-file = "$MS_DIR/lighttpd.pid"
+server.errorlog = "$(log_file mapserver)"
+server.upload-dirs = ( "$MS_DIR/tmp" )
+$user_lines
+
+# /wms?... and /wms/?... with map=/mapfiles/NAME.map (also %2F-encoded, any
+# case of "map") -> map=$LS4_MAPFILE_DIR/NAME.map
+url.rewrite-once = (
+  "^/wms/?\?(.*&)?((?i)map)=(?:/|%2[Ff])mapfiles(?:/|%2[Ff])([a-z0-9_]+)\.map(&.*)?\$"
+    => "/wms/?\$1\$2=$LS4_MAPFILE_DIR/\$3.map\$4",
+  "^/wms(\?.*)?\$" => "/wms/\$1",
+)
+
+# libpq reads PGSERVICEFILE with getenv(), and under FastCGI a request's
+# environment is the request's parameters (libfcgi swaps environ): neither
+# the config file's ENV block nor bin-environment reaches it, this does.
+setenv.add-environment = ( "PGSERVICEFILE" => "$MS_DIR/pg_service.conf" )
+
+fastcgi.server = ( "/wms/" => ( (
+  "socket" => "$MS_DIR/sock/mapserv.sock",
+  "bin-path" => "$MAPSERV",
+  "check-local" => "disable",
+  "max-procs" => 2,
+  "bin-environment" => ( "MAPSERVER_CONFIG_FILE" => "$MS_DIR/mapserver.conf" ),
+  # only these from lighttpd's environment: keeps the stack's secrets out
+  "bin-copy-environment" => ( "PATH", "LANG", "TZ" ),
+) ) )
+EOF
+}
+
+mapserver_launch() { launch mapserver lighttpd -D -f "$MS_DIR/lighttpd.conf"; }
+mapserver_ready() { http_answers "http://127.0.0.1:$LS4_WMS_PORT/"; }
+
+# ------------------------------------------------------------ mapsync -------
+# Copies mapfiles/*.map from the bucket into $LS4_MAPFILE_DIR every couple of
+# seconds (MapServer cannot open a mapfile from /vsis3/).
+mapsync_prepare() { mkdir -p "$LS4_MAPFILE_DIR"; }
+mapsync_launch() {
+    launch mapsync "$LS4_VENV/bin/python" -m ls4_ops.mapfile_sync --dest "$LS4_MAPFILE_DIR"
+}
+mapsync_ready() {
+    local pid
+    pid="$(cat "$(pid_file mapsync)")" || return 1
+    [ "$(ps -o etimes= -p "$pid" 2>/dev/null || echo 0)" -ge 2 ]
+}
+
+# ------------------------------------------------------------ airflow -------
+AIRFLOW_STAMP="$AIRFLOW_HOME/.ls4-migrated"
+
+airflow_prepare() {
+    mkdir -p "$AIRFLOW_HOME"
+    local version
+    version="$("$LS4_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')"
+    if [ "$(cat "$AIRFLOW_STAMP" 2>/dev/null)" != "$version" ] || [ ! -e "$AIRFLOW_HOME/airflow.db" ]; then
+        echo "=== $(date -Is) airflow db migrate" >>"$(log_file airflow)"
+        "$LS4_VENV/bin/airflow" db migrate >>"$(log_file airflow)" 2>&1 \
+            || fail airflow "airflow db migrate failed"
+        echo "$version" >"$AIRFLOW_STAMP"
+    fi
+}
+
+# standalone runs `airflow <component>` from PATH: the venv goes first.
+airflow_launch() {
+    launch airflow env PATH="$LS4_VENV/bin:$PATH" "$LS4_VENV/bin/airflow" standalone
+}
+
+airflow_ready() {
+    curl -s -m 5 "http://127.0.0.1:$LS4_AIRFLOW_PORT/api/v2/monitor/health" 2>/dev/null \
+        | "$LS4_VENV/bin/python" -c '
+import json, sys
+try:
+    h = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+sys.exit(0 if (h.get("scheduler") or {}).get("status") == "healthy" else 1)'
+}
+
+# --------------------------------------------------------------- main -------
+known() { local s; for s in "${SERVICES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+start_all() {
+    local s
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    for s in "$@"; do start_one "$s"; done
+}
+stop_all() { local i; for ((i = $#; i >= 1; i--)); do stop_one "${!i}"; done; }
+
+main() {
+    local cmd=${1:-}
+    [ $# -gt 0 ] && shift
+    local s rc=0 svcs=()
+    for s in "$@"; do known "$s" || die "unknown service '$s' (known: ${SERVICES[*]})"; done
+    # always in dependency order, whatever order they were named in
+    for s in "${SERVICES[@]}"; do
+        if [ $# -eq 0 ] || [[ " $* " == *" $s "* ]]; then svcs+=("$s"); fi
+    done
+    case "$cmd" in
+        start) start_all "${svcs[@]}" ;;
+        stop) stop_all "${svcs[@]}" ;;
+        restart) stop_all "${svcs[@]}" && start_all "${svcs[@]}" ;;
+        status) for s in "${svcs[@]}"; do status_one "$s" || rc=3; done; return $rc ;;
+        *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

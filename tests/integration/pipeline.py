@@ -1,0 +1,66 @@
+"""Driving the real pipeline from tests: S3 uploads, DAG runs, results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+from ls4_ops import registry
+from ls4_ops.layout import Collection
+from ls4_ops.s3env import S3Endpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def s3():
+    return S3Endpoint.from_env().boto3_client()
+
+
+def bucket() -> str:
+    return os.environ["LS4_BUCKET"]
+
+
+def upload(path: str, key: str) -> None:
+    s3().upload_file(path, bucket(), key)
+
+
+def load_dags(module: str):
+    """Import a DAG file the way the DAG processor does (fresh, from the DAG folder)."""
+    path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], f"{module}.py")
+    spec = importlib.util.spec_from_file_location(f"{module}_{time.monotonic_ns()}", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def discover() -> dict[str, Collection]:
+    """Run the discovery DAG; return the registry it leaves."""
+    run = load_dags("ls4_discovery").dag.test()
+    assert run.state == "success", run
+    return registry.load(os.environ["LS4_REGISTRY"])
+
+
+def run_dag(dag_id: str, module: str = "ls4_collections", **conf):
+    dag = getattr(load_dags(module), dag_id)
+    return dag.test(run_conf=conf or None)
+
+
+def wait_for_mapfile(collection: Collection, timeout: float = 30) -> str:
+    path = os.path.join(os.environ["LS4_MAPFILE_DIR"], f"{collection.name}.map")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return path
+        time.sleep(0.5)
+    raise AssertionError(f"{path} did not reach the MapServer host within {timeout} s")
+
+
+def notifications() -> list[dict]:
+    setting = os.environ["LS4_NOTIFY"]
+    path = setting[len("file:"):]
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]

@@ -1,0 +1,207 @@
+"""Upload -> Airflow DAG -> COGs, tile index, mapfile -> WMS pixels, on the real local services."""
+
+from __future__ import annotations
+
+import os
+
+import geopandas
+import pytest
+from rasterio.warp import transform_bounds
+from sqlalchemy import create_engine, text
+
+from owslib.wms import WebMapService
+
+from ls4_ops.layout import parse_key
+from ls4_ops.mapfile import index_layer_name, mapfile_url
+from ls4_ops.tileindex import COLUMNS
+from include.synthetic import make_frame, make_not_georeferenced
+from tests.integration import pipeline, wms
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+NC = "nc/testville/tops_1975/frames/"
+BW = "bw/testville/ams_1960/frames/"
+UTM = "EPSG:26914"
+FRAME = (900, 700)
+PIXEL = 1.0  # metres
+ORIGIN = (620_000.0, 3_349_000.0)
+
+
+def frame_bounds(i: int) -> tuple[float, float, float, float]:
+    """Adjacent frames in a row, in UTM 14N."""
+    x0 = ORIGIN[0] + i * FRAME[0] * PIXEL
+    return (x0, ORIGIN[1], x0 + FRAME[0] * PIXEL, ORIGIN[1] + FRAME[1] * PIXEL)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Three nc frames in UTM (reprojected by the pipeline) and three bw frames in EPSG:3857."""
+    folder = tmp_path_factory.mktemp("frames")
+    made = {}
+    for i in range(3):
+        nc_path = str(folder / f"nc{i}.tif")
+        make_frame(nc_path, "nc", *FRAME, crs=UTM, bounds=frame_bounds(i), collar=12)
+        made[f"{NC}georef/19750312_4-{i + 1}.tif"] = nc_path
+        bw_path = str(folder / f"bw{i}.tif")
+        make_frame(bw_path, "bw", *FRAME, crs="EPSG:3857",
+                   bounds=transform_bounds(UTM, "EPSG:3857", *frame_bounds(i)))
+        made[f"{BW}georef/19600105_{i + 1}.TIF"] = bw_path
+    return made
+
+
+@pytest.fixture(scope="module")
+def processed(services, sources):
+    for key, path in sources.items():
+        pipeline.upload(path, key)
+    # Original scans for all but the last nc frame (that one must be notified as missing).
+    pipeline.upload(sources[f"{NC}georef/19750312_4-1.tif"], f"{NC}scanned/19750312_4-1.tif")
+    pipeline.upload(sources[f"{NC}georef/19750312_4-2.tif"], f"{NC}scanned/19750312_4-2.TIF")
+    collections = pipeline.discover()
+    runs = {}
+    for name in ("testville_tops_1975_frames", "testville_ams_1960_frames"):
+        assert name in collections
+        runs[name] = pipeline.run_dag(collections[name].dag_id)
+    return collections, runs
+
+
+def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources):
+    collections, runs = processed
+    assert {name: run.state for name, run in runs.items()} == {
+        "testville_tops_1975_frames": "success", "testville_ams_1960_frames": "success"}
+    client = pipeline.s3()
+    for key in sources:
+        cog_key = parse_key(key).cog_key
+        head = client.head_object(Bucket=pipeline.bucket(), Key=cog_key)
+        assert head["Metadata"]["ls4-source-etag"]
+        acl = client.get_object_acl(Bucket=pipeline.bucket(), Key=cog_key)
+        assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in acl["Grants"])
+
+
+def test_tile_index_in_postgis_and_s3(processed, tmp_path):
+    collections, _ = processed
+    nc = collections["testville_tops_1975_frames"]
+    env = os.environ
+    engine = create_engine(f"postgresql+psycopg2://{env['LS4_PG_USER']}:{env['LS4_PG_PASSWORD']}@"
+                           f"{env['LS4_PG_HOST']}:{env['LS4_PG_PORT']}/{env['LS4_PG_DB']}")
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "select location, src_srs, date, roll, frame_num, dl_orig, dl_georef, dl_index, "
+            "ST_SRID(geom) from testville_tops_1975_frames order by frame_num")).all()
+    assert [r.frame_num for r in rows] == ["1", "2", "3"]
+    assert all(r.date == "19750312" and r.roll == "4" and r.src_srs == "EPSG:3857" for r in rows)
+    assert rows[0].location == f"/vsis3/{pipeline.bucket()}/{NC}cog/19750312_4-1.tif"
+    assert rows[0].dl_orig.endswith(f"{NC}scanned/19750312_4-1.tif")
+    assert rows[1].dl_orig.endswith(f"{NC}scanned/19750312_4-2.TIF")
+    assert not rows[2].dl_orig  # no scan: empty (NULL in PostGIS)
+    assert rows[0].dl_georef.endswith(f"{NC}cog/19750312_4-1.tif")
+    assert rows[0].dl_index.endswith(nc.tile_index_zip_key)
+    assert {r[-1] for r in rows} == {3857}
+    client = pipeline.s3()
+    for key in (nc.tile_index_key(".shp"), nc.tile_index_key(".dbf"), nc.tile_index_key(".prj")):
+        client.head_object(Bucket=pipeline.bucket(), Key=key)
+    zip_path = tmp_path / "index.zip"
+    client.download_file(pipeline.bucket(), nc.tile_index_zip_key, str(zip_path))
+    shapefile = geopandas.read_file(f"zip://{zip_path}!{nc.name}.shp")
+    assert list(shapefile.columns[:len(COLUMNS) + 1]) == ["gid", *COLUMNS]
+    assert len(shapefile) == 3
+    assert shapefile.crs.to_epsg() == 3857
+
+
+def test_missing_scan_is_notified(processed, sources):
+    missing = [n["key"] for n in pipeline.notifications() if n["subject"] == "original scan missing"]
+    assert [key for key in missing if key.startswith(NC)] == [f"{NC}georef/19750312_4-3.tif"]
+    assert sorted(key for key in missing if key.startswith(BW)) == sorted(k for k in sources if k.startswith(BW))
+
+
+@pytest.mark.parametrize("name, band_count", [("testville_tops_1975_frames", 3),
+                                               ("testville_ams_1960_frames", 1)])
+def test_wms_getmap_pixels_match_the_source(processed, sources, name, band_count):
+    collections, _ = processed
+    collection = collections[name]
+    pipeline.wait_for_mapfile(collection)
+    middle_frame = {"testville_tops_1975_frames": f"{NC}georef/19750312_4-2.tif",
+                    "testville_ams_1960_frames": f"{BW}georef/19600105_2.TIF"}[name]
+    source = sources[middle_frame]
+    # A box inside the middle frame, clear of its collar.
+    minx, miny, maxx, maxy = transform_bounds(UTM, "EPSG:3857", *frame_bounds(1))
+    inset_x, inset_y = (maxx - minx) * 0.2, (maxy - miny) * 0.2
+    bbox = (minx + inset_x, miny + inset_y, maxx - inset_x, maxy - inset_y)
+    rendered = wms.get_map(os.environ["LS4_WMS_URL"], collection, bbox)
+    expected, valid = wms.source_in_box(source, bbox, bands=band_count)
+    assert wms.mean_abs_difference(rendered, expected, valid) < 4.0
+
+
+def test_wms_getfeatureinfo_returns_the_frame_attributes(processed):
+    collections, _ = processed
+    collection = collections["testville_tops_1975_frames"]
+    pipeline.wait_for_mapfile(collection)
+    bbox = transform_bounds(UTM, "EPSG:3857", *frame_bounds(1))
+    info = wms.get_feature_info(os.environ["LS4_WMS_URL"], collection, bbox, 128, 128)
+    assert index_layer_name(collection) in info
+    assert "frame_num = '2'" in info
+    assert "date = '19750312'" in info
+    assert f"{NC}cog/19750312_4-2.tif" in info
+
+
+def test_capabilities_list_the_collection_layers(processed):
+    collections, _ = processed
+    collection = collections["testville_ams_1960_frames"]
+    pipeline.wait_for_mapfile(collection)
+    service = WebMapService(mapfile_url(collection, os.environ["LS4_WMS_URL"]), version="1.3.0")
+    assert collection.name in service.contents
+    assert index_layer_name(collection) in service.contents
+    assert service.identification.title == collection.title
+
+
+def test_unchanged_collection_run_does_no_raster_work(processed, sources):
+    collections, _ = processed
+    collection = collections["testville_ams_1960_frames"]
+    client = pipeline.s3()
+    cogs = [parse_key(k).cog_key for k in sources if k.startswith(collection.root)]
+    before = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    run = pipeline.run_dag(collection.dag_id)
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan"] == "success"
+    assert states.get("frame.compress") in (None, "skipped")
+    after = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    assert after == before
+
+
+def test_bad_upload_is_notified_and_does_not_block_the_collection(processed, sources, tmp_path):
+    collections, _ = processed
+    collection = collections["testville_tops_1975_frames"]
+    bad = str(tmp_path / "plain.tif")
+    make_not_georeferenced(bad)
+    bad_key = f"{NC}georef/19750312_4-9.tif"
+    pipeline.upload(bad, bad_key)
+    good_key = f"{NC}georef/19750312_4-1.tif"
+    changed = str(tmp_path / "changed.tif")
+    make_frame(changed, "nc", *FRAME, crs=UTM, bounds=frame_bounds(0), collar=30)
+    pipeline.upload(changed, good_key)  # a changed re-upload: its COG must be replaced
+    run = pipeline.run_dag(collection.dag_id)
+    assert run.state == "failed"  # the report task names the bad upload
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("tile_index", -1)] == "success"
+    assert states[("mapfile", -1)] == "success"
+    reasons = [n["reason"] for n in pipeline.notifications()
+               if n["key"] == bad_key and n["subject"] == "upload cannot be processed"]
+    assert len(reasons) == 1 and "not georeferenced" in reasons[0]
+    client = pipeline.s3()
+    client.head_object(Bucket=pipeline.bucket(), Key=bad_key)  # the upload is never deleted
+    head = client.head_object(Bucket=pipeline.bucket(), Key=parse_key(good_key).cog_key)
+    assert head["Metadata"]["ls4-source-etag"] == client.head_object(
+        Bucket=pipeline.bucket(), Key=good_key)["ETag"].strip('"')
+
+
+def test_no_secret_in_any_object_of_the_bucket(processed):
+    client = pipeline.s3()
+    secrets = [os.environ["LS4_S3_SECRET_KEY"].encode(), os.environ["LS4_PG_PASSWORD"].encode()]
+    paginator = client.get_paginator("list_objects_v2")
+    checked = 0
+    for page in paginator.paginate(Bucket=pipeline.bucket()):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=pipeline.bucket(), Key=obj["Key"])["Body"].read()
+            assert not any(secret in body for secret in secrets), obj["Key"]
+            checked += 1
+    assert checked > 10
