@@ -48,16 +48,32 @@ os.environ.update(_stack_environment())
 def services():
     """The real local services (S3, PostGIS, MapServer + mapfile sync), started for the session."""
     subprocess.run([STACK, "start", *SERVICES], check=True)
-    notifications = os.environ["LS4_NOTIFY"].removeprefix("file:")
-    if os.path.exists(notifications):
-        os.remove(notifications)
+    _start_clean()
     yield os.environ
     subprocess.run([STACK, "stop", *SERVICES], check=False)
 
 
+def _start_clean() -> None:
+    """Each session starts from an empty bucket, registry and notification log."""
+    from ls4_ops.s3env import S3Endpoint
+
+    client = S3Endpoint.from_env().boto3_client()
+    bucket = os.environ["LS4_BUCKET"]
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    for path in (os.environ["LS4_NOTIFY"].removeprefix("file:"), os.environ["LS4_REGISTRY"]):
+        if os.path.exists(path):
+            os.remove(path)
+
+
 @pytest.fixture(scope="session")
 def airflow_db(services):
-    """An Airflow metadata database (SQLite) for ``dag.test()``."""
+    """A fresh Airflow metadata database (SQLite) for ``dag.test()``: no history from earlier sessions."""
+    database = os.path.join(os.environ["AIRFLOW_HOME"], "airflow.db")
+    if os.path.exists(database):
+        os.remove(database)
     subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "db", "migrate"],
                    check=True, capture_output=True)
     return os.environ["AIRFLOW_HOME"]

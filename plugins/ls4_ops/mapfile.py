@@ -50,7 +50,13 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
         "units": "meters",
         "imagecolor": [255, 255, 255],
         "projection": [f"init={WEB_MERCATOR.lower()}"],
-        "config": {"ON_MISSING_DATA": "IGNORE"},
+        "config": {
+            # One missing COG must not blank the whole layer.
+            "ON_MISSING_DATA": "IGNORE",
+            # MapServer's FastCGI processes live long: without this, GDAL keeps
+            # serving a replaced COG (or "not found") from its /vsis3/ cache.
+            "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
+        },
         "outputformats": [{
             "__type__": "outputformat", "name": "png", "driver": "AGG/PNG", "mimetype": "image/png",
             "imagemode": "RGBA", "extension": "png", "transparent": "ON",

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 GDAL_DEFAULTS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.ovr,.msk",
+    # An upload replaced under the same key must be read anew, not from the
+    # cache of a process that read its previous version.
+    "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
     # A passing S3 hiccup must not look like a corrupt upload.
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",

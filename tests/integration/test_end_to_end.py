@@ -6,6 +6,7 @@ import os
 
 import geopandas
 import pytest
+import rasterio
 from rasterio.warp import transform_bounds
 from sqlalchemy import create_engine, text
 
@@ -31,6 +32,13 @@ def frame_bounds(i: int) -> tuple[float, float, float, float]:
     """Adjacent frames in a row, in UTM 14N."""
     x0 = ORIGIN[0] + i * FRAME[0] * PIXEL
     return (x0, ORIGIN[1], x0 + FRAME[0] * PIXEL, ORIGIN[1] + FRAME[1] * PIXEL)
+
+
+def inner_box(i: int) -> tuple[float, float, float, float]:
+    """A box in EPSG:3857 inside frame ``i``, clear of its collar and its neighbours."""
+    minx, miny, maxx, maxy = transform_bounds(UTM, "EPSG:3857", *frame_bounds(i))
+    inset_x, inset_y = (maxx - minx) * 0.2, (maxy - miny) * 0.2
+    return (minx + inset_x, miny + inset_y, maxx - inset_x, maxy - inset_y)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +130,7 @@ def test_wms_getmap_pixels_match_the_source(processed, sources, name, band_count
     middle_frame = {"testville_tops_1975_frames": f"{NC}georef/19750312_4-2.tif",
                     "testville_ams_1960_frames": f"{BW}georef/19600105_2.TIF"}[name]
     source = sources[middle_frame]
-    # A box inside the middle frame, clear of its collar.
-    minx, miny, maxx, maxy = transform_bounds(UTM, "EPSG:3857", *frame_bounds(1))
-    inset_x, inset_y = (maxx - minx) * 0.2, (maxy - miny) * 0.2
-    bbox = (minx + inset_x, miny + inset_y, maxx - inset_x, maxy - inset_y)
+    bbox = inner_box(1)
     rendered = wms.get_map(os.environ["LS4_WMS_URL"], collection, bbox)
     expected, valid = wms.source_in_box(source, bbox, bands=band_count)
     assert wms.mean_abs_difference(rendered, expected, valid) < 4.0
@@ -177,7 +182,11 @@ def test_bad_upload_is_notified_and_does_not_block_the_collection(processed, sou
     pipeline.upload(bad, bad_key)
     good_key = f"{NC}georef/19750312_4-1.tif"
     changed = str(tmp_path / "changed.tif")
-    make_frame(changed, "nc", *FRAME, crs=UTM, bounds=frame_bounds(0), collar=30)
+    with rasterio.open(sources[good_key]) as src:
+        profile = src.profile
+        pixels = 255 - src.read()  # the same frame, as a negative
+    with rasterio.open(changed, "w", **profile) as dst:
+        dst.write(pixels)
     pipeline.upload(changed, good_key)  # a changed re-upload: its COG must be replaced
     run = pipeline.run_dag(collection.dag_id)
     assert run.state == "failed"  # the report task names the bad upload
@@ -192,6 +201,16 @@ def test_bad_upload_is_notified_and_does_not_block_the_collection(processed, sou
     head = client.head_object(Bucket=pipeline.bucket(), Key=parse_key(good_key).cog_key)
     assert head["Metadata"]["ls4-source-etag"] == client.head_object(
         Bucket=pipeline.bucket(), Key=good_key)["ETag"].strip('"')
+    # The WMS serves the new COG at once, not what its long-lived processes cached.
+    bbox = inner_box(0)
+    rendered = wms.get_map(os.environ["LS4_WMS_URL"], collection, bbox)
+    expected, valid = wms.source_in_box(changed, bbox, bands=3)
+    assert wms.mean_abs_difference(rendered, expected, valid) < 4.0
+
+
+def test_parsed_names_are_not_reported(processed):
+    assert not [n for n in pipeline.notifications()
+                if n["subject"] == "file name not understood" and n["key"].startswith((NC, BW))]
 
 
 def test_no_secret_in_any_object_of_the_bucket(processed):

@@ -63,3 +63,20 @@ def mean_abs_difference(wms_rgba: np.ndarray, expected: np.ndarray, valid: np.nd
     bands = expected.shape[0]
     rendered = wms_rgba[:bands].astype("float32")
     return float(np.abs(rendered[:, both] - expected[:, both]).mean())
+
+
+def shifted_difference(wms_rgba: np.ndarray, expected: np.ndarray, valid: np.ndarray) -> float:
+    """The smallest mean difference with the WMS image moved by one pixel in any direction.
+
+    An image in the right place matches much better unshifted than shifted.
+    """
+    drawn = wms_rgba[-1] > 0
+    bands = expected.shape[0]
+    rendered = wms_rgba[:bands].astype("float32")
+    best = np.inf
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        moved = np.roll(rendered, (dy, dx), axis=(1, 2))
+        both = np.roll(drawn, (dy, dx), axis=(0, 1)) & valid
+        both[[0, -1], :] = both[:, [0, -1]] = False
+        best = min(best, float(np.abs(moved[:, both] - expected[:, both]).mean()))
+    return best

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from airflow.sdk.exceptions import AirflowFailException
 
 from ls4_ops import mapfile
-from ls4_ops.layout import needs_scan, parse_key
+from ls4_ops.layout import frame_attributes, needs_scan, parse_key
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import new_since_last_success, send
 from ls4_ops.plan import SOURCE_ETAG_METADATA, plan_uploads
@@ -48,6 +48,7 @@ class PlanUploadsOperator(CollectionOperator):
             if is_new(obj):
                 self.s3.set_public_read(self.bucket_name, obj.key)
         self.check_scans(plan.todo, {obj.key for obj in scanned})
+        self.check_names(plan.todo)
 
         self.log.info("%d to process, %d up to date, %d problems", len(plan.todo), len(plan.up_to_date),
                       len(plan.problems))
@@ -69,6 +70,13 @@ class PlanUploadsOperator(CollectionOperator):
                 self.notify("original scan missing",
                             f"no original scan at {' or '.join(candidates)}; the georef upload is processed, "
                             "upload the scan so its download link works", item["key"])
+
+    def check_names(self, todo: list[dict]) -> None:
+        for item in todo:
+            attributes = frame_attributes(self.coll, parse_key(item["key"]).stem)
+            if not attributes.parsed:
+                self.notify("file name not understood", attributes.problem + "; it is processed anyway, "
+                            "rename it to fill them in", item["key"])
 
     def notify(self, subject: str, reason: str, key: str) -> None:
         send(subject, reason, key=key, collection=self.coll.name, source=f"{self.dag_id}.{self.task_id}")

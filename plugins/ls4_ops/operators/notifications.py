@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ls4_ops.errors import BadUpload
 from ls4_ops.notify import Notification, notifier_from_setting
 from ls4_ops.settings import Settings
@@ -38,4 +40,7 @@ def new_since_last_success(obj, context) -> bool:
     Problems with older objects were reported by that run already.
     """
     since = context.get("prev_start_date_success")
-    return since is None or obj is None or obj.last_modified is None or obj.last_modified >= since
+    # Airflow hands over a lazy proxy: test what it holds, not whether it is None.
+    if not isinstance(since, datetime) or obj is None or obj.last_modified is None:
+        return True
+    return obj.last_modified >= since
