@@ -143,6 +143,7 @@ class Measurement:
     stages: list[Stage] = field(default_factory=list)
     startup: float | None = None  # Python children: interpreter start-up and imports
     info: dict = field(default_factory=dict)
+    wall_range: tuple[float, float] | None = None  # over the rounds
     size_mb: float | None = None
     psnr: float | None = None
     valid_pct: float | None = None
@@ -288,15 +289,15 @@ def child_original(src: str, workdir: str) -> dict:
     return {"stages": stages.rows}
 
 
-def child_quality(src: str, cog: str, bands: int, others: list[str]) -> dict:
-    """PSNR of the COG's full-resolution image bands against the source.
+def child_quality(src: str, cogs: list[str], bands: int) -> list[dict]:
+    """PSNR of each COG's full-resolution image bands against the source.
 
-    Only pixels valid in the source, in this COG and in every other
-    contender's COG on the same grid count, so that all contenders are scored
-    on the same pixels (ls4 makes the black scan collar transparent; the
-    others keep it, and flat black compresses almost losslessly).
+    Only pixels valid in the source and in every COG on the same grid count,
+    so that all contenders are scored on the same pixels (ls4 makes the black
+    scan collar transparent; the others keep it, and flat black compresses
+    almost losslessly).
 
-    When the COG is on another grid (ls4 reprojected the source), the source is
+    When a COG is on another grid (ls4 reprojected the source), the source is
     warped bilinearly onto the COG's grid first: the PSNR then measures what
     encoding lost, not what resampling changed.
     """
@@ -311,39 +312,46 @@ def child_quality(src: str, cog: str, bands: int, others: list[str]) -> dict:
 
     warnings.simplefilter("ignore")
     indexes = list(range(1, bands + 1))
-    sse = scored = shown = total = 0
 
     def same_grid(a, b) -> bool:
         return a.crs == b.crs and a.shape == b.shape and a.transform.almost_equals(b.transform)
 
+    results = []
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE", GDAL_CACHEMAX=256 * MIB), \
-            rasterio.open(src) as source, rasterio.open(cog) as out:
-        peers = [rasterio.open(path) for path in others]
-        peers = [peer for peer in peers if same_grid(peer, out) or peer.close()]
-        view = source if same_grid(source, out) else WarpedVRT(
-            source, crs=out.crs, transform=out.transform, width=out.width, height=out.height,
-            resampling=Resampling.bilinear, add_alpha=source.colorinterp[-1] != ColorInterp.alpha)
-        rows = max(1, (64 * MIB) // (out.width * 4 * bands))
-        for row in range(0, out.height, rows):
-            window = Window(0, row, out.width, min(rows, out.height - row))
-            valid = out.dataset_mask(window=window) > 0
-            shown += int(np.count_nonzero(valid))
-            total += valid.size
-            valid &= view.dataset_mask(window=window) > 0
-            for peer in peers:
-                valid &= peer.dataset_mask(window=window) > 0
-            diff = out.read(indexes, window=window).astype(np.int32)
-            diff -= view.read(indexes, window=window)
-            diff = diff[:, valid]
-            sse += int(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
-            scored += int(np.count_nonzero(valid))
-        for dataset in peers + ([view] if view is not source else []):
-            dataset.close()
-    mse = sse / max(1, scored * bands)
-    is_valid, errors, _ = cog_validate(cog, quiet=True)
-    return {"psnr": (10 * math.log10(255**2 / mse)) if mse else math.inf,
-            "valid_pct": 100 * shown / max(1, total), "scored_pct": 100 * scored / max(1, total),
-            "cog_valid": bool(is_valid), "cog_errors": errors}
+            rasterio.open(src) as source:
+        for cog in cogs:
+            sse = scored = shown = total = 0
+            with rasterio.open(cog) as out:
+                peers = [rasterio.open(path) for path in cogs if path != cog]
+                peers = [peer for peer in peers if same_grid(peer, out) or peer.close()]
+                on_source_grid = same_grid(source, out)
+                view = source if on_source_grid else WarpedVRT(
+                    source, crs=out.crs, transform=out.transform, width=out.width, height=out.height,
+                    resampling=Resampling.bilinear,
+                    add_alpha=source.colorinterp[-1] != ColorInterp.alpha)
+                rows = max(1, (64 * MIB) // (out.width * 4 * bands))
+                for row in range(0, out.height, rows):
+                    window = Window(0, row, out.width, min(rows, out.height - row))
+                    valid = out.dataset_mask(window=window) > 0
+                    shown += int(np.count_nonzero(valid))
+                    total += valid.size
+                    valid &= view.dataset_mask(window=window) > 0
+                    for peer in peers:
+                        valid &= peer.dataset_mask(window=window) > 0
+                    diff = out.read(indexes, window=window).astype(np.int32)
+                    diff -= view.read(indexes, window=window)
+                    diff = diff[:, valid]
+                    sse += int(np.einsum("ij,ij->", diff, diff, dtype=np.int64))
+                    scored += int(np.count_nonzero(valid))
+                for dataset in peers + ([view] if view is not source else []):
+                    dataset.close()
+            mse = sse / max(1, scored * bands)
+            is_valid, errors, _ = cog_validate(cog, quiet=True)
+            results.append({"psnr": (10 * math.log10(255**2 / mse)) if mse else math.inf,
+                            "valid_pct": 100 * shown / max(1, total),
+                            "scored_pct": 100 * scored / max(1, total), "same_grid": on_source_grid,
+                            "cog_valid": bool(is_valid), "cog_errors": errors})
+    return results
 
 
 CHILDREN = {"generate": child_generate, "ls4": child_ls4, "cogdriver": child_cogdriver,
@@ -483,13 +491,12 @@ def measure_contenders(src: str, band: str, label: str, contenders: list[str], r
             say(f"  [{round_no + 1}/{rounds}] {contender:<15} {label}: wall {m.wall:6.2f} s{extra}, "
                 f"CPU {m.cpu:6.2f} s, peak RSS {m.rss_mb:5.0f} MB")
     results = [_median(measured) for measured in runs.values()]
-    for m in results:
+    _, qualities = run_python_child("quality", {"src": src, "cogs": [m.output for m in results],
+                                                "bands": BAND_COUNT[band]},
+                                    os.path.join(logs, f"{key}.quality.log"),
+                                    child_env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"))
+    for m, quality in zip(results, qualities):
         m.size_mb = _size_mb(m.output)
-        others = [r.output for r in results if r is not m]
-        _, quality = run_python_child("quality", {"src": src, "cog": m.output, "bands": BAND_COUNT[band],
-                                                  "others": others},
-                                      os.path.join(logs, f"{key}.quality.log"), child_env(
-                                          GDAL_DISABLE_READDIR_ON_OPEN="FALSE"))
         m.psnr, m.valid_pct, m.cog_valid = quality["psnr"], quality["valid_pct"], quality["cog_valid"]
         m.note = _note(m, band, quality)
     return results
@@ -499,6 +506,7 @@ def _median(runs: list[Measurement]) -> Measurement:
     m = runs[-1]
     if len(runs) == 1:
         return m
+    m.wall_range = (min(r.wall for r in runs), max(r.wall for r in runs))
     m.wall = statistics.median(r.wall for r in runs)
     m.cpu = statistics.median(r.cpu for r in runs)
     m.rss_mb = max(r.rss_mb for r in runs)
@@ -515,14 +523,16 @@ def _median(runs: list[Measurement]) -> Measurement:
 def _note(m: Measurement, band: str, quality: dict) -> str:
     notes = []
     if m.info.get("reprojected"):
-        notes.append(f"reprojected from {m.info['src_crs']}")
+        crs = m.info["src_crs"]
+        notes.append(f"reprojected from {crs if len(crs) < 24 else 'a CRS without EPSG code'}")
     if m.contender == "ls4" and m.info.get("mask"):
         notes.append(f"mask: {m.info['mask']}")
     if m.contender.startswith("original") and band == "bw":
         notes.append("-a_nodata 256 clamps to 255: white becomes nodata")
     if m.info.get("ovr_mb") is not None:
         notes.append(f".ovr {m.info['ovr_mb']:.0f} MB")
-    notes.append(f"PSNR on {quality['scored_pct']:.1f}% of px")
+    notes.append(f"PSNR on {quality['scored_pct']:.1f}% of px"
+                 + ("" if quality["same_grid"] else ", vs the source warped to its grid"))
     if quality.get("cog_errors"):
         notes.append("COG errors: " + "; ".join(quality["cog_errors"])[:120])
     return "; ".join(notes)
@@ -530,9 +540,9 @@ def _note(m: Measurement, band: str, quality: dict) -> str:
 
 # --- reporting -----------------------------------------------------------------------
 
-TABLE_HEADER = ("| contender | input | wall s | CPU s | peak RSS MB | size MB | PSNR dB | shown % | COG "
-                "| vs original | vs cogdriver | notes |\n"
-                "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+TABLE_HEADER = ("| contender | input | wall s | wall min-max | CPU s | start-up s | peak RSS MB | size MB "
+                "| PSNR dB | shown % | COG | vs original | vs cogdriver | notes |\n"
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -549,7 +559,9 @@ def table(results: list[Measurement]) -> str:
         same_input = {r.contender: r for r in results if r.input == m.input}
         ratios = [_fmt(m.wall / same_input[c].wall) if c in same_input else "-"
                   for c in ("original", "cogdriver")]
-        lines.append(f"| {m.contender} | {m.input} | {_fmt(m.wall)} | {_fmt(m.cpu)} | {m.rss_mb:.0f} "
+        spread = f"{m.wall_range[0]:.2f}-{m.wall_range[1]:.2f}" if m.wall_range else "-"
+        lines.append(f"| {m.contender} | {m.input} | {_fmt(m.wall)} | {spread} | {_fmt(m.cpu)} "
+                     f"| {_fmt(m.startup)} | {m.rss_mb:.0f} "
                      f"| {_fmt(m.size_mb)} | {_fmt(m.psnr)} | {_fmt(m.valid_pct, 1)} "
                      f"| {'yes' if m.cog_valid else 'no'} | {ratios[0]} | {ratios[1]} | {m.note} |")
     return "\n".join(lines)
@@ -595,6 +607,7 @@ def main() -> None:
     say(f"raster benchmark: {os.cpu_count()} CPUs, GDAL CLI: "
         f"{_gdal_cli_version() if have_cli else 'absent (CLI contenders skipped)'}, "
         f"outputs under {os.path.relpath(OUT, ROOT)}/")
+    _say_load("at start")
     inputs = synthetic_inputs(args.quick)
     if args.skip_large:
         del inputs["large"]
@@ -649,6 +662,7 @@ def main() -> None:
     say("\n## Stages\n")
     say(stage_table(synthetic))
     say(f"\nlogs: {os.path.relpath(logs, ROOT)}/; total benchmark time {time.perf_counter() - started:.0f} s")
+    _say_load("at the end")
 
     ls4_nc = _find(synthetic, "ls4", nc.label)
     original, cogdriver = _find(synthetic, "original", nc.label), _find(synthetic, "cogdriver", nc.label)
@@ -658,6 +672,12 @@ def main() -> None:
     say("\ntargets:")
     _target(f"ls4/original wall on {nc.label}", vs_original, "<=", 0.5)
     _target(f"ls4/cogdriver wall on {nc.label}", vs_cogdriver, "<=", 1.3)
+    for other in ("original", "cogdriver", "cogdriver-3.10"):
+        base = _find(synthetic, other, nc.label)
+        if base:
+            say(f"  (for information) ls4/{other} on {nc.label}: CPU {ls4_nc.cpu / base.cpu:.2f}, "
+                f"wall {ls4_nc.wall / base.wall:.2f}, wall incl. ls4's Python start-up "
+                f"{(ls4_nc.wall + ls4_nc.startup) / base.wall:.2f}")
     for label in (nc.label, bw.label):
         ls4 = _find(synthetic, "ls4", label)
         for other in ("original", "cogdriver"):
@@ -670,6 +690,12 @@ def main() -> None:
         say(f"  ls4 peak RSS on the large frame: not measured (--skip-large)")
     peak = f"{ls4_large.rss_mb:.0f}" if ls4_large else "skipped"
     say(f"raster: ls4/original={_fmt(vs_original)} ls4/cogdriver={_fmt(vs_cogdriver)} peak_rss_mb={peak}")
+
+
+def _say_load(when: str) -> None:
+    load = os.getloadavg()[0]
+    busy = " - other processes are using the CPUs: wall times are noisy" if load > 0.5 else ""
+    say(f"load average {when}: {load:.2f}{busy}")
 
 
 def _psnr_gap(a: float | None, b: float | None) -> float | None:

@@ -76,9 +76,9 @@ def dag_ids() -> set[str]:
 
 
 def last_run_state(dag_id: str) -> str | None:
-    output = airflow("dags", "list-runs", dag_id, "-o", "json")
-    start = output.find("[")
-    runs = json.loads(output[start:]) if start >= 0 else []
+    # The CLI prints warnings into stdout too: the JSON is the line that is a list.
+    lines = airflow("dags", "list-runs", dag_id, "-o", "json").splitlines()
+    runs = next((json.loads(line) for line in lines if line.startswith(("[{", "[]"))), [])
     return runs[0]["state"] if runs else None
 
 
@@ -103,6 +103,9 @@ def main() -> None:
     upload_samples(client, settings.bucket, os.path.join(os.environ["LS4_STATE_DIR"], "sample"))
     collections = {parse_key(key).collection for key in SAMPLES}
 
+    if all(wms_answers(c, settings.wms_url) for c in collections):
+        print_urls(collections, settings)
+        return
     wait_for("the ls4_discovery DAG to be parsed", lambda: "ls4_discovery" in dag_ids())
     if not all(c.name in registry.load(settings.registry_path) for c in collections):
         airflow("dags", "trigger", "ls4_discovery")
@@ -116,6 +119,10 @@ def main() -> None:
             print(f"{collection.dag_id}: last run {state}")
             wait_for(f"the WMS of {collection.name}", lambda: wms_answers(collection, settings.wms_url), 60, 2)
 
+    print_urls(collections, settings)
+
+
+def print_urls(collections: set[Collection], settings: Settings) -> None:
     print("\nWMS GetCapabilities:")
     for collection in sorted(collections):
         print(f"  {mapfile_url(collection, settings.wms_url)}&SERVICE=WMS&REQUEST=GetCapabilities")
