@@ -173,6 +173,32 @@ def test_unchanged_collection_run_does_no_raster_work(processed, sources):
     assert after == before
 
 
+def test_scans_and_cogs_are_public_read(processed):
+    client = pipeline.s3()
+    for key in (f"{NC}scanned/19750312_4-1.tif", f"{NC}scanned/19750312_4-2.TIF",
+                f"{NC}georef/19750312_4-1.tif", f"{NC}cog/19750312_4-1.tif"):
+        grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
+        assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ"
+                   for g in grants), key
+
+
+def test_manual_run_reprocesses_only_the_frames_asked_for(processed, sources):
+    collections, _ = processed
+    collection = collections["testville_ams_1960_frames"]
+    client = pipeline.s3()
+    cogs = sorted(parse_key(k).cog_key for k in sources if k.startswith(collection.root))
+    before = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    one = f"{BW}georef/19600105_2.TIF"
+    run = pipeline.run_dag(collection.dag_id, keys=[one], force=True)
+    assert run.state == "success"
+    after = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    assert [k for k in cogs if after[k] != before[k]] == [parse_key(one).cog_key]
+    run = pipeline.run_dag(collection.dag_id, force=True)
+    assert run.state == "success"
+    again = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    assert all(again[k] > after[k] for k in cogs)
+
+
 def test_bad_upload_is_notified_and_does_not_block_the_collection(processed, sources, tmp_path):
     collections, _ = processed
     collection = collections["testville_tops_1975_frames"]
