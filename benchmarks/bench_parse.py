@@ -30,6 +30,33 @@ print(len(bag.dags), elapsed)
 """
 
 
+# Baseline: the same number of DAGs with the same number of tasks, but empty
+# operators and nothing else: what Airflow itself costs to parse.
+BASELINE_DAGS = """
+from datetime import datetime
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+for i in range({count}):
+    with DAG(f"baseline_{{i}}", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+        tasks = [EmptyOperator(task_id=f"t{{j}}") for j in range({tasks})]
+        for upstream, downstream in zip(tasks, tasks[1:]):
+            upstream >> downstream
+    globals()[dag.dag_id] = dag
+"""
+TASKS_PER_COLLECTION = 8
+
+
+def parse_seconds(folder: str, env: dict, expected_dags: int, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        output = subprocess.run([sys.executable, "-c", PARSE.format(folder=folder)], env=env, check=True,
+                                capture_output=True, text=True).stdout.split()
+        dags, seconds = int(output[-2]), float(output[-1])
+        assert dags == expected_dags, f"{dags} DAGs parsed, expected {expected_dags}"
+        times.append(seconds)
+    return min(times)
+
+
 def scratch_collections(count: int) -> list[Collection]:
     types = ("frames", "index", "mosaic")
     return [Collection("nc" if i % 2 else "bw", f"county{i // 6}", "ams" if i % 3 else "usda", str(1940 + i % 50),
@@ -48,15 +75,18 @@ def main() -> None:
         registry.save(path, collections)
         assert len(registry.load(path)) == args.collections
         env = dict(os.environ, LS4_REGISTRY=path, AIRFLOW_HOME=os.path.join(scratch, "airflow"))
-        times = []
-        for _ in range(args.rounds):
-            output = subprocess.run([sys.executable, "-c", PARSE.format(folder=folder)], env=env, check=True,
-                                    capture_output=True, text=True).stdout.split()
-            dags, seconds = int(output[-2]), float(output[-1])
-            assert dags == args.collections + 1, f"{dags} DAGs parsed"
-            times.append(seconds)
-            print(f"round: dags={dags} seconds={seconds:.3f}")
-    print(f"parse: collections={args.collections} seconds={min(times):.3f}")
+        ls4 = parse_seconds(folder, env, args.collections + 1, args.rounds)
+        baseline_folder = os.path.join(scratch, "baseline")
+        os.makedirs(baseline_folder)
+        with open(os.path.join(baseline_folder, "baseline_dags.py"), "w") as handle:
+            handle.write(BASELINE_DAGS.format(count=args.collections, tasks=TASKS_PER_COLLECTION))
+        baseline = parse_seconds(baseline_folder, env, args.collections, args.rounds)
+    print(f"| DAG folder | DAGs | tasks each | parse s (best of {args.rounds}) |")
+    print("|---|---|---|---|")
+    print(f"| ls4 (`dags/`) | {args.collections} + discovery | {TASKS_PER_COLLECTION} | {ls4:.2f} |")
+    print(f"| EmptyOperator baseline | {args.collections} | {TASKS_PER_COLLECTION} | {baseline:.2f} |")
+    print(f"ls4/baseline={ls4 / baseline:.2f}")
+    print(f"parse: collections={args.collections} seconds={ls4:.3f}")
 
 
 if __name__ == "__main__":

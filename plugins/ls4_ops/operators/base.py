@@ -15,9 +15,12 @@ from ls4_ops.settings import Settings
 class Ls4Operator(BaseOperator):
     def __init__(self, *, bucket_name: str | None = None, aws_conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        settings = Settings.from_env()
-        self.bucket_name = bucket_name or settings.bucket
-        self.aws_conn_id = aws_conn_id or settings.s3_conn_id
+        if not (bucket_name and aws_conn_id):  # DAG factories pass both: parse time stays low
+            settings = Settings.from_env()
+            bucket_name = bucket_name or settings.bucket
+            aws_conn_id = aws_conn_id or settings.s3_conn_id
+        self.bucket_name = bucket_name
+        self.aws_conn_id = aws_conn_id
 
     collection_name = ""
 
