@@ -19,7 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from include.synthetic import make_frame  # noqa: E402
-from ls4_ops import registry  # noqa: E402
 from ls4_ops.layout import Collection, parse_key  # noqa: E402
 from ls4_ops.mapfile import mapfile_url  # noqa: E402
 from ls4_ops.s3env import S3Endpoint  # noqa: E402
@@ -106,9 +105,8 @@ def main() -> None:
     if all(wms_answers(c, settings.wms_url) for c in collections):
         print_urls(collections, settings)
         return
-    wait_for("the ls4_discovery DAG to be parsed", lambda: "ls4_discovery" in dag_ids())
-    if not all(c.name in registry.load(settings.registry_path) for c in collections):
-        airflow("dags", "trigger", "ls4_discovery")
+    # No trigger by hand: the scheduled ls4_discovery DAG finds the new
+    # collections, and their DAGs run as soon as they are parsed.
     wanted = {c.dag_id for c in collections}
     wait_for("the collection DAGs", lambda: wanted <= dag_ids())
     for collection in sorted(collections):
