@@ -702,7 +702,8 @@ def main() -> None:
     else:
         say(f"  ls4 peak RSS on the large frame: not measured (--skip-large)")
     peak = f"{ls4_large.rss_mb:.0f}" if ls4_large else "skipped"
-    say(f"raster: ls4/original={_fmt(vs_original)} ls4/cogdriver={_fmt(vs_cogdriver)} peak_rss_mb={peak}")
+    ratios = [_fmt(r) if r is not None else "n/a" for r in (vs_original, vs_cogdriver)]
+    say(f"raster: ls4/original={ratios[0]} ls4/cogdriver={ratios[1]} peak_rss_mb={peak}")
 
 
 def _say_load(when: str) -> None:

@@ -117,31 +117,26 @@ def compress(src: str, dst: str, band: str, key: str | None = None) -> dict:
 def _open_upload(src: str, key: str) -> Iterator[DatasetReader]:
     if not src.startswith("/vsi") and os.path.isfile(src) and os.path.getsize(src) == 0:
         raise BadUpload(key, "the file is empty (0 bytes): upload the GeoTIFF again")
-    try:
-        with warnings.catch_warnings():
-            # A plain TIFF is reported below, as a BadUpload.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            upload = rasterio.open(src, driver="GTiff")
-    except RasterioIOError as err:
-        if not _is_the_files_fault(err):
-            raise
-        raise BadUpload(key, f"it cannot be opened as a GeoTIFF ({_gdal_message(err)}): the file "
-                             "is empty, damaged, truncated or not a TIFF; export it again and "
-                             "re-upload it") from err
+    with _file_errors_as_bad_upload(key, "it cannot be opened as a GeoTIFF",
+                                    "the file is empty, damaged, truncated or not a TIFF"), \
+            warnings.catch_warnings():
+        # A plain TIFF is reported below, as a BadUpload.
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        upload = rasterio.open(src, driver="GTiff")
     with upload:
         yield upload
 
 
 @contextmanager
-def _read_errors_as_bad_upload(key: str) -> Iterator[None]:
+def _file_errors_as_bad_upload(key: str, problem: str, cause: str) -> Iterator[None]:
+    """GDAL read errors that are the file's fault become a BadUpload; others stay retryable."""
     try:
         yield
     except RasterioIOError as err:
         if not _is_the_files_fault(err):
             raise
-        raise BadUpload(key, f"its pixels cannot be read ({_gdal_message(err)}): the file is "
-                             "corrupt or truncated, e.g. by an interrupted export or upload; "
-                             "export it again and re-upload it") from err
+        raise BadUpload(key, f"{problem} ({_gdal_message(err)}): {cause}; export it again and "
+                             "re-upload it") from err
 
 
 def _error_chain(err: BaseException) -> list[BaseException]:
@@ -291,7 +286,8 @@ def _write_masked(view, dst_path: str, image_bands: int, key: str) -> tuple[int,
     opaque = cleared = 0
     with rasterio.open(dst_path, "w+", **_output_profile(view, image_bands)) as dst:
         for _, window in dst.block_windows(1):
-            with _read_errors_as_bad_upload(key):
+            with _file_errors_as_bad_upload(key, "its pixels cannot be read", "the file is corrupt or "
+                                            "truncated, e.g. by an interrupted export or upload"):
                 pixels = view.read(indexes, window=window)
                 valid = view.dataset_mask(window=window) > 0
             dst.write(pixels, window=window)
