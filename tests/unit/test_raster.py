@@ -502,3 +502,8 @@ def test_corpus_file(tmp_path, name):
         assert out.count == raster.BANDS[band]
         assert out.overviews(1) == factors == raster.overview_factors(out.width, out.height)
         assert (out.dataset_mask() > 0).any()
+        with rasterio.open(path) as src:
+            if not src.gcps[0]:
+                # Overlays its source: the same footprint, within half an output pixel.
+                expected = transform_bounds(src.crs, "EPSG:3857", *src.bounds, densify_pts=101)
+                assert np.allclose(out.bounds, expected, atol=out.res[0] / 2), (out.bounds, expected)
