@@ -81,7 +81,8 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
             bucket_key=f"{collection.prefix('georef')}*",
             wildcard_match=True,
             aws_conn_id=settings.s3_conn_id,
-            mode="reschedule",
+            # Waits in the triggerer, not in a worker slot, until an upload exists.
+            deferrable=True,
             poke_interval=60,
             timeout=int(SCHEDULE.total_seconds()),
             soft_fail=True,
