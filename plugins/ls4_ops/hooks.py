@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from ls4_ops.plan import S3Object
+from ls4_ops.plan import SOURCE_ETAG_METADATA, S3Object
 from ls4_ops.s3env import S3Endpoint
 
 
@@ -30,8 +30,10 @@ class Ls4S3Hook(S3Hook):
         return [S3Object.from_listing(entry)
                 for entry in self.get_file_metadata(prefix=prefix, bucket_name=bucket_name)]
 
-    def metadata(self, bucket_name: str, key: str) -> dict[str, str]:
-        return self.head_object(key=key, bucket_name=bucket_name).get("Metadata", {})
+    def source_etag(self, bucket_name: str, cog_key: str) -> str | None:
+        """ETag of the upload a COG was made from; None when there is no such COG."""
+        head = self.head_object(key=cog_key, bucket_name=bucket_name)
+        return None if head is None else head.get("Metadata", {}).get(SOURCE_ETAG_METADATA, "")
 
     def upload(self, filename: str, bucket_name: str, key: str, *, metadata: dict | None = None,
                acl: str | None = None, content_type: str | None = None) -> None:

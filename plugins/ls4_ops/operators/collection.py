@@ -12,7 +12,7 @@ from ls4_ops import mapfile
 from ls4_ops.layout import frame_attributes, needs_scan, parse_key
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import new_since_last_success, send
-from ls4_ops.plan import SOURCE_ETAG_METADATA, plan_uploads
+from ls4_ops.plan import plan_uploads
 
 # Reading footprints is I/O bound (a HEAD and a range GET per COG).
 FOOTPRINT_THREADS = 8
@@ -58,8 +58,8 @@ class PlanUploadsOperator(CollectionOperator):
         cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
                 if self.coll.is_cog_key(obj.key)]
         with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
-            metadata = pool.map(lambda key: self.s3.metadata(self.bucket_name, key), cogs)
-            return {key: meta.get(SOURCE_ETAG_METADATA, "") for key, meta in zip(cogs, metadata)}
+            etags = pool.map(lambda key: self.s3.source_etag(self.bucket_name, key), cogs)
+            return dict(zip(cogs, etags))
 
     def check_scans(self, todo: list[dict], scanned_keys: set[str]) -> None:
         if not needs_scan(self.coll):
@@ -146,12 +146,8 @@ class ReportRunOperator(CollectionOperator):
         self.planned = planned
 
     def execute(self, context):
-        missing = []
-        for item in self.planned or []:
-            if not self.s3.check_for_key(item["cog_key"], self.bucket_name):
-                missing.append(item["key"])
-            elif self.s3.metadata(self.bucket_name, item["cog_key"]).get(SOURCE_ETAG_METADATA) != item["etag"]:
-                missing.append(item["key"])
+        missing = [item["key"] for item in self.planned or []
+                   if self.s3.source_etag(self.bucket_name, item["cog_key"]) != item["etag"]]
         if missing:
             raise AirflowFailException(
                 f"{len(missing)} of {len(self.planned)} uploads were not processed: {', '.join(missing)}. "
