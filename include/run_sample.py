@@ -110,13 +110,14 @@ def main() -> None:
     wanted = {c.dag_id for c in collections}
     wait_for("the collection DAGs", lambda: wanted <= dag_ids())
     for collection in sorted(collections):
-        if not wms_answers(collection, settings.wms_url):
-            state = wait_for(f"a finished run of {collection.dag_id}",
-                             lambda: last_run_state(collection.dag_id) in ("success", "failed")
-                             and last_run_state(collection.dag_id))
-            print(f"{collection.dag_id}: last run {state}")
-            wait_for(f"the WMS of {collection.name}", lambda: wms_answers(collection, settings.wms_url), 60, 2)
-
+        if wms_answers(collection, settings.wms_url):
+            continue
+        # A new DAG runs by itself; after `make stop` emptied the S3 emulator,
+        # the re-uploaded samples are processed now rather than at the next interval.
+        if last_run_state(collection.dag_id) not in ("queued", "running"):
+            airflow("dags", "trigger", collection.dag_id)
+        wait_for(f"the WMS of {collection.name} (DAG {collection.dag_id})",
+                 lambda: wms_answers(collection, settings.wms_url))
     print_urls(collections, settings)
 
 
