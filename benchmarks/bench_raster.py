@@ -700,7 +700,7 @@ def main() -> None:
     if ls4_large:
         _target(f"ls4 peak RSS on {large.label} (MB)", ls4_large.rss_mb, "<", 1024)
     else:
-        say(f"  ls4 peak RSS on the large frame: not measured (--skip-large)")
+        say("  ls4 peak RSS on the large frame: not measured (--skip-large)")
     peak = f"{ls4_large.rss_mb:.0f}" if ls4_large else "skipped"
     ratios = [_fmt(r) if r is not None else "n/a" for r in (vs_original, vs_cogdriver)]
     say(f"raster: ls4/original={ratios[0]} ls4/cogdriver={ratios[1]} peak_rss_mb={peak}")

@@ -26,6 +26,11 @@ def upload(path: str, key: str) -> None:
     s3().upload_file(path, bucket(), key)
 
 
+def last_modified(keys) -> dict:
+    client = s3()
+    return {key: client.head_object(Bucket=bucket(), Key=key)["LastModified"] for key in keys}
+
+
 def load_dags(module: str):
     """Import a DAG file the way the DAG processor does (fresh, from the DAG folder)."""
     path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], f"{module}.py")

@@ -161,15 +161,14 @@ def test_capabilities_list_the_collection_layers(processed):
 def test_unchanged_collection_run_does_no_raster_work(processed, sources):
     collections, _ = processed
     collection = collections["testville_ams_1960_frames"]
-    client = pipeline.s3()
     cogs = [parse_key(k).cog_key for k in sources if k.startswith(collection.root)]
-    before = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    before = pipeline.last_modified(cogs)
     run = pipeline.run_dag(collection.dag_id)
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan"] == "success"
     assert states.get("frame.compress") in (None, "skipped")
-    after = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    after = pipeline.last_modified(cogs)
     assert after == before
 
 
@@ -185,17 +184,16 @@ def test_scans_and_cogs_are_public_read(processed):
 def test_manual_run_reprocesses_only_the_frames_asked_for(processed, sources):
     collections, _ = processed
     collection = collections["testville_ams_1960_frames"]
-    client = pipeline.s3()
     cogs = sorted(parse_key(k).cog_key for k in sources if k.startswith(collection.root))
-    before = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    before = pipeline.last_modified(cogs)
     one = f"{BW}georef/19600105_2.TIF"
     run = pipeline.run_dag(collection.dag_id, keys=[one], force=True)
     assert run.state == "success"
-    after = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    after = pipeline.last_modified(cogs)
     assert [k for k in cogs if after[k] != before[k]] == [parse_key(one).cog_key]
     run = pipeline.run_dag(collection.dag_id, force=True)
     assert run.state == "success"
-    again = {k: client.head_object(Bucket=pipeline.bucket(), Key=k)["LastModified"] for k in cogs}
+    again = pipeline.last_modified(cogs)
     assert all(again[k] > after[k] for k in cogs)
 
 

@@ -50,3 +50,8 @@ class CollectionOperator(Ls4Operator):
     @property
     def collection_name(self) -> str:
         return self.coll.name
+
+    def cog_keys(self) -> list[str]:
+        """The collection's COGs (not the tile-index files beside them)."""
+        return [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
+                if self.coll.is_cog_key(obj.key)]

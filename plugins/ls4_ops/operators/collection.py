@@ -55,8 +55,7 @@ class PlanUploadsOperator(CollectionOperator):
         return plan.todo
 
     def processed_etags(self) -> dict[str, str]:
-        cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
-                if self.coll.is_cog_key(obj.key)]
+        cogs = self.cog_keys()
         with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
             etags = pool.map(lambda key: self.s3.source_etag(self.bucket_name, key), cogs)
             return dict(zip(cogs, etags))
@@ -88,8 +87,7 @@ class BuildTileIndexOperator(CollectionOperator):
     def execute(self, context):
         from ls4_ops import tileindex
 
-        cogs = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
-                if self.coll.is_cog_key(obj.key)]
+        cogs = self.cog_keys()
         scanned = {obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))}
         settings = self.settings
         with self.s3.endpoint().rasterio_env():
