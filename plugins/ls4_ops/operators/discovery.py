@@ -17,8 +17,10 @@ class DiscoverCollectionsOperator(Ls4Operator):
 
     template_fields = ("registry_path",)
 
-    def __init__(self, *, registry_path: str, **kwargs):
+    def __init__(self, *, registry_path: str, bucket_name: str | None = None, aws_conn_id: str | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.use_bucket(bucket_name, aws_conn_id)
         self.registry_path = registry_path
 
     def execute(self, context):

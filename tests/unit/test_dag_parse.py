@@ -1,0 +1,40 @@
+"""What parsing the DAG folder costs: no library that only tasks need is imported."""
+
+import json
+import os
+import subprocess
+import sys
+
+from ls4_ops import registry
+from ls4_ops.layout import parse_key
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Each of these adds tenths of a second to every parse of the DAG folder
+# (the amazon provider's S3Hook, and so boto3, comes with S3KeySensor).
+TASK_ONLY = ("psycopg", "airflow.providers.postgres.hooks", "airflow.providers.common.sql", "rasterio",
+             "geopandas", "mappyfile", "shapely", "numpy", "pyproj")
+
+# Modules that parsing the folder adds to those Airflow has loaded already.
+PARSE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=True)
+print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "modules": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_dag_folder_parses_without_task_only_libraries(tmp_path):
+    path = str(tmp_path / "registry.json")
+    registry.save(path, [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection,
+                         parse_key("bw/travis/usda_1951/index/georef/x.tif").collection])
+    env = dict(os.environ, LS4_REGISTRY=path)
+    output = subprocess.run([sys.executable, "-c", PARSE, os.path.join(ROOT, "dags")], env=env, check=True,
+                            capture_output=True, text=True).stdout
+    parsed = json.loads(output.strip().splitlines()[-1])
+    assert parsed["errors"] == {}
+    assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_discovery", "ls4_travis_usda_1951_index"]
+    assert "ls4_ops.operators" in parsed["modules"]
+    assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
