@@ -16,8 +16,9 @@ with DAG(
     dag_id="ls4_discovery",
     description="Find collections in the bucket and register a DAG for each",
     doc_md=__doc__ + "\n\nLists `bw/` and `nc/` every two minutes, adds collections with georef "
-                     "uploads to the registry (`LS4_REGISTRY`), and notifies about uploads that do "
-                     "not fit the bucket layout.",
+                     "uploads to the registry (`LS4_REGISTRY`), makes new scans of collections "
+                     "without georef uploads public-read (their DAG does it once they have one), "
+                     "and notifies about uploads that do not fit the bucket layout.",
     schedule=timedelta(minutes=2),
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
-from ls4_ops.layout import Collection, LayoutError, parse_key
+from ls4_ops.layout import Collection, LayoutError, UploadKey, parse_key, try_parse_key
 
 
 def load(path: str) -> dict[str, Collection]:
@@ -45,3 +45,18 @@ def collections_in(keys: Iterable[str]) -> tuple[set[Collection], list[LayoutErr
         if upload.stage == "georef":
             found.add(upload.collection)
     return found, problems
+
+
+def scans_without_georef(keys: Iterable[str], with_georef: set[Collection]) -> list[str]:
+    """Scanned uploads among ``keys`` whose collection is not in ``with_georef``.
+
+    A collection's DAG makes its scans public-read when it plans a run, and it
+    only plans once a georef upload exists; these scans are left to discovery.
+    Keys that do not fit the layout are not scans (``collections_in`` reports them).
+    """
+    scans = []
+    for key in keys:
+        upload = try_parse_key(key)
+        if isinstance(upload, UploadKey) and upload.stage == "scanned" and upload.collection not in with_georef:
+            scans.append(key)
+    return scans

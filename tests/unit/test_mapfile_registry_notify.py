@@ -64,6 +64,24 @@ def test_registry_round_trip_and_discovery(tmp_path):
     assert registry.load(path)["anderson_ams_1960_frames"] == C
 
 
+def test_scans_without_georef_are_those_no_collection_dag_handles():
+    keys = [
+        "nc/anderson/ams_1960/frames/georef/a.tif",
+        "nc/anderson/ams_1960/frames/scanned/a.tif",
+        "bw/travis/usgs_1952/frames/scanned/b.TIF",
+        "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif",
+        "bw/travis/usgs_1952/frames/cog/b.tif",
+        "bw/travis/usgs_1952/frames/scanned/notes.txt",
+        "bw/nowhere/scanned/x.tif",
+    ]
+    found, _ = registry.collections_in(keys)
+    assert registry.scans_without_georef(keys, found) == [
+        "bw/travis/usgs_1952/frames/scanned/b.TIF", "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
+    assert registry.scans_without_georef(keys, set()) == [
+        "nc/anderson/ams_1960/frames/scanned/a.tif", "bw/travis/usgs_1952/frames/scanned/b.TIF",
+        "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
+
+
 def test_file_notifier_writes_one_json_line_per_notification(tmp_path):
     path = tmp_path / "n.jsonl"
     notifier = notifier_from_setting(f"file:{path}")

@@ -12,7 +12,9 @@ class DiscoverCollectionsOperator(Ls4Operator):
     """Register every collection with georef uploads; report uploads outside the layout.
 
     The registry is what the DAG factory reads at parse time, so a new
-    collection gets its DAG at the next DAG-folder parse.
+    collection gets its DAG at the next DAG-folder parse. Scans of collections
+    with no georef upload are made public-read here: no collection DAG plans
+    a run for them (it does so for its own scans once a georef upload exists).
     """
 
     template_fields = ("registry_path",)
@@ -36,4 +38,10 @@ class DiscoverCollectionsOperator(Ls4Operator):
         if new:
             registry.save(self.registry_path, [*known.values(), *(c for c in found if c.name in new)])
         self.log.info("%d collections, new: %s", len(found), ", ".join(new) or "none")
-        return {"collections": sorted(c.name for c in found), "new": new}
+        # Older scans were made public-read by the previous successful run.
+        scans = [key for key in registry.scans_without_georef(by_key, found)
+                 if new_since_last_success(by_key[key], context)]
+        for key in scans:
+            self.s3.set_public_read(self.bucket_name, key)
+        self.log.info("%d new scans of collections without georef uploads made public-read", len(scans))
+        return {"collections": sorted(c.name for c in found), "new": new, "public_scans": len(scans)}

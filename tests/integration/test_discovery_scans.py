@@ -1,0 +1,45 @@
+"""Scans of a collection that has no georef upload yet are made public-read by discovery.
+
+SPEC, per upload: "scanned upload: set ACL public-read. Nothing else." A
+collection's DAG does it for its own scans, but a collection only gets a DAG
+once it has a georef upload; until then the ``ls4_discovery`` DAG does it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ls4_ops.layout import parse_key
+from tests.integration import pipeline
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+# A collection no other test uses, with scans only.
+FIRST = "nc/scanville/usda_1955/frames/scanned/19550101_1-1.tif"
+SECOND = "nc/scanville/usda_1955/frames/scanned/19550101_1-2.TIF"
+COLLECTION = parse_key(FIRST).collection
+
+
+def public_read(key: str) -> bool:
+    grants = pipeline.s3().get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
+    return any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
+
+
+def test_discovery_makes_new_scans_of_a_collection_without_georef_public_read(services, tmp_path):
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(b"II*\x00 a scan")
+    pipeline.upload(str(scan), FIRST)
+    assert not public_read(FIRST)
+
+    collections = pipeline.discover()
+    assert public_read(FIRST)
+    assert COLLECTION.name not in collections  # scans alone make no collection DAG
+
+    # Only scans new since the last successful discovery run are touched: an
+    # older scan whose ACL someone changed since is left as it is.
+    pipeline.s3().put_object_acl(Bucket=pipeline.bucket(), Key=FIRST, ACL="private")
+    pipeline.upload(str(scan), SECOND)
+    collections = pipeline.discover()
+    assert public_read(SECOND)
+    assert not public_read(FIRST)
+    assert COLLECTION.name not in collections
