@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import DAG, task_group
+from airflow.sdk import DAG, get_parsing_context, task_group
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
@@ -110,8 +110,12 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
 
 def register_all(namespace: dict) -> None:
     settings = Settings.from_env()
+    # A task parses this file again before it runs, with its DAG's id in the
+    # parsing context: build that one DAG, not every registered collection.
+    only = get_parsing_context().dag_id
     for collection in registry.load(settings.registry_path).values():
-        namespace[collection.dag_id] = collection_dag(collection, settings)
+        if only is None or collection.dag_id == only:
+            namespace[collection.dag_id] = collection_dag(collection, settings)
 
 
 register_all(globals())

@@ -26,15 +26,26 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in bag
 """
 
 
-def test_dag_folder_parses_without_task_only_libraries(tmp_path):
+def parse_dag_folder(tmp_path, **env) -> dict:
     path = str(tmp_path / "registry.json")
     registry.save(path, [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection,
                          parse_key("bw/travis/usda_1951/index/georef/x.tif").collection])
-    env = dict(os.environ, LS4_REGISTRY=path)
-    output = subprocess.run([sys.executable, "-c", PARSE, os.path.join(ROOT, "dags")], env=env, check=True,
+    output = subprocess.run([sys.executable, "-c", PARSE, os.path.join(ROOT, "dags")],
+                            env=dict(os.environ, LS4_REGISTRY=path, **env), check=True,
                             capture_output=True, text=True).stdout
     parsed = json.loads(output.strip().splitlines()[-1])
     assert parsed["errors"] == {}
+    return parsed
+
+
+def test_dag_folder_parses_without_task_only_libraries(tmp_path):
+    parsed = parse_dag_folder(tmp_path)
     assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_discovery", "ls4_travis_usda_1951_index"]
     assert "ls4_ops.operators" in parsed["modules"]
     assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
+
+
+def test_a_task_builds_only_its_own_collection_dag(tmp_path):
+    """Before a task runs, Airflow parses its DAG file with the DAG id in the parsing context."""
+    parsed = parse_dag_folder(tmp_path, _AIRFLOW_PARSING_CONTEXT_DAG_ID="ls4_travis_usda_1951_index")
+    assert parsed["dags"] == ["ls4_discovery", "ls4_travis_usda_1951_index"]
