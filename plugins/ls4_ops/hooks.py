@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from botocore.exceptions import ClientError
 
 from ls4_ops.plan import SOURCE_ETAG_METADATA, S3Object
 from ls4_ops.s3env import S3Endpoint
@@ -47,8 +48,16 @@ class Ls4S3Hook(S3Hook):
             extra["ContentType"] = content_type
         self.get_conn().upload_file(filename, bucket_name, key, ExtraArgs=extra or None)
 
-    def set_public_read(self, bucket_name: str, key: str) -> None:
-        self.get_conn().put_object_acl(Bucket=bucket_name, Key=key, ACL="public-read")
+    def set_public_read(self, bucket_name: str, key: str) -> bool:
+        """Make ``key`` public-read; False when it was deleted since it was listed."""
+        try:
+            self.get_conn().put_object_acl(Bucket=bucket_name, Key=key, ACL="public-read")
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            self.log.warning("%s was deleted before it could be made public-read", key)
+            return False
+        return True
 
     @contextmanager
     def downloaded(self, bucket_name: str, keys: dict[str, str]) -> Iterator[str]:
