@@ -192,13 +192,6 @@ def parse_key(key: str) -> UploadKey:
     return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
 
 
-def try_parse_key(key: str) -> UploadKey | LayoutError:
-    try:
-        return parse_key(key)
-    except LayoutError as error:
-        return error
-
-
 def is_output_key(key: str) -> bool:
     """A key under some collection's ``cog/`` folder: written by ls4, not uploaded."""
     parts = key.split("/")

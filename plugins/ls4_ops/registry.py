@@ -10,8 +10,9 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from ls4_ops.layout import Collection, LayoutError, UploadKey, parse_key, try_parse_key
+from ls4_ops.layout import Collection, LayoutError, UploadKey, parse_key
 
 
 def load(path: str) -> dict[str, Collection]:
@@ -32,31 +33,35 @@ def save(path: str, collections: Iterable[Collection]) -> None:
     os.replace(handle.name, path)
 
 
-def collections_in(keys: Iterable[str]) -> tuple[set[Collection], list[LayoutError]]:
-    """Collections that have georef uploads among ``keys``, and the keys that do not fit."""
-    found: set[Collection] = set()
-    problems: list[LayoutError] = []
+@dataclass
+class BucketSurvey:
+    """What one listing of the bucket says about collections, read in one pass."""
+
+    collections: set[Collection] = field(default_factory=set)  # those with georef uploads
+    problems: list[LayoutError] = field(default_factory=list)  # keys that do not fit the layout
+    scans: list[UploadKey] = field(default_factory=list)
+
+    def scans_without_georef(self) -> list[str]:
+        """Scanned uploads of collections that have no georef upload.
+
+        A collection's DAG makes its scans public-read when it plans a run, and
+        it only plans once a georef upload exists; these scans are left to
+        discovery.
+        """
+        return [scan.key for scan in self.scans if scan.collection not in self.collections]
+
+
+def survey(keys: Iterable[str]) -> BucketSurvey:
+    """Parse every key once: collections with georef uploads, scans, and keys that do not fit."""
+    result = BucketSurvey()
     for key in keys:
         try:
             upload = parse_key(key)
         except LayoutError as error:
-            problems.append(error)
+            result.problems.append(error)
             continue
         if upload.stage == "georef":
-            found.add(upload.collection)
-    return found, problems
-
-
-def scans_without_georef(keys: Iterable[str], with_georef: set[Collection]) -> list[str]:
-    """Scanned uploads among ``keys`` whose collection is not in ``with_georef``.
-
-    A collection's DAG makes its scans public-read when it plans a run, and it
-    only plans once a georef upload exists; these scans are left to discovery.
-    Keys that do not fit the layout are not scans (``collections_in`` reports them).
-    """
-    scans = []
-    for key in keys:
-        upload = try_parse_key(key)
-        if isinstance(upload, UploadKey) and upload.stage == "scanned" and upload.collection not in with_georef:
-            scans.append(key)
-    return scans
+            result.collections.add(upload.collection)
+        elif upload.stage == "scanned":
+            result.scans.append(upload)
+    return result

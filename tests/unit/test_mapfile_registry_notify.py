@@ -50,17 +50,17 @@ def test_s3fs_metadata():
 def test_registry_round_trip_and_discovery(tmp_path):
     path = str(tmp_path / "sub" / "registry.json")
     assert registry.load(path) == {}
-    found, problems = registry.collections_in([
+    bucket = registry.survey([
         "nc/anderson/ams_1960/frames/georef/a.tif",
         "nc/anderson/ams_1960/frames/scanned/a.tif",
         "bw/travis/usgs_1952/frames/scanned/b.tif",
         "bw/travis/usgs_1952/frames/georef/c.tif",
         "bw/nowhere/x.tif",
     ])
-    assert sorted(c.name for c in found) == ["anderson_ams_1960_frames", "travis_usgs_1952_frames"]
-    assert [p.key for p in problems] == ["bw/nowhere/x.tif"]
-    registry.save(path, found)
-    assert set(registry.load(path)) == {c.name for c in found}
+    assert sorted(c.name for c in bucket.collections) == ["anderson_ams_1960_frames", "travis_usgs_1952_frames"]
+    assert [p.key for p in bucket.problems] == ["bw/nowhere/x.tif"]
+    registry.save(path, bucket.collections)
+    assert set(registry.load(path)) == {c.name for c in bucket.collections}
     assert registry.load(path)["anderson_ams_1960_frames"] == C
 
 
@@ -74,10 +74,11 @@ def test_scans_without_georef_are_those_no_collection_dag_handles():
         "bw/travis/usgs_1952/frames/scanned/notes.txt",
         "bw/nowhere/scanned/x.tif",
     ]
-    found, _ = registry.collections_in(keys)
-    assert registry.scans_without_georef(keys, found) == [
+    bucket = registry.survey(keys)
+    assert bucket.scans_without_georef() == [
         "bw/travis/usgs_1952/frames/scanned/b.TIF", "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
-    assert registry.scans_without_georef(keys, set()) == [
+    without_georef = registry.survey(key for key in keys if "/georef/" not in key)
+    assert without_georef.scans_without_georef() == [
         "nc/anderson/ams_1960/frames/scanned/a.tif", "bw/travis/usgs_1952/frames/scanned/b.TIF",
         "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
 

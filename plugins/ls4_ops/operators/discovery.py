@@ -27,9 +27,10 @@ class DiscoverCollectionsOperator(Ls4Operator):
 
     def execute(self, context):
         objects = [obj for band in BANDS for obj in self.s3.list_objects(self.bucket_name, f"{band}/")]
-        found, problems = registry.collections_in(obj.key for obj in objects)
+        bucket = registry.survey(obj.key for obj in objects)
+        found = bucket.collections
         by_key = {obj.key: obj for obj in objects}
-        for problem in problems:
+        for problem in bucket.problems:
             if not is_output_key(problem.key) and new_since_last_success(by_key.get(problem.key), context):
                 send("upload outside the bucket layout", problem.reason + ": move it to the right folder",
                      key=problem.key, source=f"{self.dag_id}.{self.task_id}")
@@ -39,8 +40,7 @@ class DiscoverCollectionsOperator(Ls4Operator):
             registry.save(self.registry_path, [*known.values(), *(c for c in found if c.name in new)])
         self.log.info("%d collections, new: %s", len(found), ", ".join(new) or "none")
         # Older scans were made public-read by the previous successful run.
-        scans = [key for key in registry.scans_without_georef(by_key, found)
-                 if new_since_last_success(by_key[key], context)]
+        scans = [key for key in bucket.scans_without_georef() if new_since_last_success(by_key[key], context)]
         for key in scans:
             self.s3.set_public_read(self.bucket_name, key)
         self.log.info("%d new scans of collections without georef uploads made public-read", len(scans))
