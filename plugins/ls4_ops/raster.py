@@ -24,7 +24,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
+from rasterio.windows import Window, intersect, intersection
 from rio_cogeo.cogeo import cog_validate
 from rio_cogeo.profiles import cog_profiles
 from scipy import ndimage
@@ -326,9 +326,9 @@ class _CollarGrid:
         while (max(width, height) + self.factor - 1) // self.factor > COLLAR_GRID_MAX_CELLS \
                 and self.factor < BLOCK_SIZE:
             self.factor *= 2
-        self.shape = (-(-height // self.factor), -(-width // self.factor))
-        self.passable = np.zeros(self.shape, bool)
-        self.dark_opaque = np.zeros(self.shape, bool)
+        shape = (-(-height // self.factor), -(-width // self.factor))
+        self.passable = np.zeros(shape, bool)
+        self.dark_opaque = np.zeros(shape, bool)
 
     def cells(self, window: Window) -> tuple[slice, slice]:
         f = self.factor
@@ -382,11 +382,9 @@ class _CollarGrid:
         if not hit_rows.size:
             return None
         f = self.factor
-        top = max(window.row_off, (rows.start + hit_rows[0]) * f)
-        left = max(window.col_off, (cols.start + hit_cols[0]) * f)
-        bottom = min(window.row_off + window.height, (rows.start + hit_rows[-1] + 1) * f)
-        right = min(window.col_off + window.width, (cols.start + hit_cols[-1] + 1) * f)
-        return Window(left, top, right - left, bottom - top)
+        box = Window((cols.start + hit_cols[0]) * f, (rows.start + hit_rows[0]) * f,
+                     (hit_cols[-1] - hit_cols[0] + 1) * f, (hit_rows[-1] - hit_rows[0] + 1) * f)
+        return intersection(window, box)
 
     def upsample(self, cells: np.ndarray, window: Window) -> np.ndarray:
         """``cells`` at full resolution over ``window``."""
@@ -407,9 +405,9 @@ def _clear_collar(dst, window: Window, grid: _CollarGrid,
     the part of it near the collar is read.
     """
     region = grid.around(near_collar, _grown(window, grid.factor, dst.width, dst.height))
-    inner = None if region is None else _intersection(window, region)
-    if inner is None:
+    if region is None or not intersect(window, region):
         return 0
+    inner = intersection(window, region)
     valid = dst.read_masks(1, window=region) > 0
     passable = _passable(dst.read(window=region), valid)
     labels, _ = ndimage.label(passable & grid.upsample(near_collar, region))
@@ -429,13 +427,6 @@ def _grown(window: Window, by: int, width: int, height: int) -> Window:
     return Window(col, row,
                   min(width, window.col_off + window.width + by) - col,
                   min(height, window.row_off + window.height + by) - row)
-
-
-def _intersection(a: Window, b: Window) -> Window | None:
-    top, left = max(a.row_off, b.row_off), max(a.col_off, b.col_off)
-    bottom = min(a.row_off + a.height, b.row_off + b.height)
-    right = min(a.col_off + a.width, b.col_off + b.width)
-    return Window(left, top, right - left, bottom - top) if bottom > top and right > left else None
 
 
 def _describe_mask(upload: DatasetReader, reprojected: bool, scan_collar: bool) -> str:
