@@ -6,10 +6,12 @@ The registry (``LS4_REGISTRY``) is a local JSON file kept by the
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import DAG, get_parsing_context, task_group
+from airflow.sdk import DAG, DeltaTriggerTimetable, get_parsing_context, task_group
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
@@ -27,6 +29,9 @@ from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.settings import Settings
 
 SCHEDULE = timedelta(minutes=5)
+# A run every SCHEDULE with no data interval (ls4 looks at the bucket, not at a
+# time window); one instance for all DAGs also spares a config lookup per DAG.
+TIMETABLE = DeltaTriggerTimetable(SCHEDULE)
 # Passed to each operator rather than as default_args: Airflow deep-copies
 # default_args for every task, which dominates parse time at 500 collections.
 TASK_ARGS = {
@@ -67,7 +72,7 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
                           table=collection.table, mapfile=collection.mapfile_key,
                           wms=mapfile_url(collection, settings.wms_url),
                           minutes=int(SCHEDULE.total_seconds() // 60)),
-        schedule=SCHEDULE,
+        schedule=TIMETABLE,
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -108,14 +113,29 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
     return dag
 
 
+@contextmanager
+def garbage_collection_paused():
+    """Building hundreds of DAGs allocates millions of objects that all stay
+    alive; the cyclic collector would rescan them again and again for nothing
+    (about 15 % of the parse time at 500 collections)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def register_all(namespace: dict) -> None:
     settings = Settings.from_env()
     # A task parses this file again before it runs, with its DAG's id in the
     # parsing context: build that one DAG, not every registered collection.
     only = get_parsing_context().dag_id
-    for collection in registry.load(settings.registry_path).values():
-        if only is None or collection.dag_id == only:
-            namespace[collection.dag_id] = collection_dag(collection, settings)
+    with garbage_collection_paused():
+        for collection in registry.load(settings.registry_path).values():
+            if only is None or collection.dag_id == only:
+                namespace[collection.dag_id] = collection_dag(collection, settings)
 
 
 register_all(globals())

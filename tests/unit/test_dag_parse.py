@@ -1,4 +1,4 @@
-"""What parsing the DAG folder costs: no library that only tasks need is imported."""
+"""What parsing the DAG folder costs: no library that only tasks need is imported, no lasting side effect."""
 
 import json
 import os
@@ -17,12 +17,12 @@ TASK_ONLY = ("psycopg", "airflow.providers.postgres.hooks", "airflow.providers.c
 
 # Modules that parsing the folder adds to those Airflow has loaded already.
 PARSE = """
-import json, sys
+import gc, json, sys
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1], safe_mode=True)
 print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in bag.import_errors.items()},
-                  "modules": sorted(set(sys.modules) - before)}))
+                  "modules": sorted(set(sys.modules) - before), "gc_enabled": gc.isenabled()}))
 """
 
 
@@ -43,6 +43,8 @@ def test_dag_folder_parses_without_task_only_libraries(tmp_path):
     assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_discovery", "ls4_travis_usda_1951_index"]
     assert "ls4_ops.operators" in parsed["modules"]
     assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
+    # The factory pauses the garbage collector while it builds, and only then.
+    assert parsed["gc_enabled"]
 
 
 def test_a_task_builds_only_its_own_collection_dag(tmp_path):
