@@ -56,8 +56,9 @@ publishes the WMS mapfile `{mapfile}`.
 * WMS: {wms}&SERVICE=WMS&REQUEST=GetCapabilities
 * Runs every {minutes} minutes (one at a time) and does raster work only for
   new or changed uploads.
-* Reprocess by hand: trigger with `{{"keys": ["{georef}<file>.tif"]}}` for some
-  frames, or `{{"force": true}}` for the whole collection.
+* Reprocess by hand: trigger with `{{"keys": ["<file>.tif", ...]}}` (file names
+  under `{georef}`, or whole keys) for some frames, or `{{"force": true}}` for
+  the whole collection.
 """
 
 

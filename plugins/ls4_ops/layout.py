@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 BANDS = ("bw", "nc")
+BAND_PREFIXES = tuple(f"{band}/" for band in BANDS)
 TYPES = ("frames", "index", "mosaic")
 STAGES = ("scanned", "georef", "cog")
 UPLOAD_EXTENSIONS = (".tif", ".TIF")
@@ -27,9 +29,12 @@ TILE_INDEX_DIR = "tile_index"
 # PostgreSQL truncates identifiers longer than this; a truncated table name
 # could collide with another collection's, so such names are refused.
 MAX_IDENTIFIER_LENGTH = 63
+# Long enough for any real scan name; longer ones would overflow the 254
+# characters of the tile index's shapefile fields (location, download links).
+MAX_FILENAME_LENGTH = 100
 
 _COUNTY = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
-_AGENCY_YEAR = re.compile(r"(?P<agency>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_(?P<year>(?:18|19|20)\d\d)")
+_AGENCY_YEAR = re.compile(r"(?P<agency>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_(?P<year>(?:18|19|20)[0-9][0-9])")
 _FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _COLLECTION = re.compile(r"[a-z][a-z0-9_]*")
 # Agencies whose frames carry no roll: {date}_{frame}.tif
@@ -145,10 +150,29 @@ class UploadKey:
         return self.collection.cog_key(self.stem)
 
     def scanned_candidates(self) -> list[str]:
-        """Keys where the original scan of this georef upload may be."""
-        stem = scanned_stem(self.collection, self.stem)
+        """Keys where the original scan of this georef upload may be, most likely first."""
         prefix = self.collection.prefix("scanned")
-        return [f"{prefix}{stem}{ext}" for ext in UPLOAD_EXTENSIONS]
+        return [f"{prefix}{stem}{ext}" for stem in scanned_stems(self.collection, self.stem)
+                for ext in UPLOAD_EXTENSIONS]
+
+
+
+class OriginalScans:
+    """A collection's scans, to find the original of each georef upload.
+
+    Names are compared without regard to case (``USDA_1958_12_a.TIF`` is a
+    tile of ``usda_1958_12.tif``); an exact match wins.
+    """
+
+    def __init__(self, scanned_keys: Iterable[str]):
+        self._exact = set(scanned_keys)
+        self._folded = {key.casefold(): key for key in sorted(self._exact, reverse=True)}
+
+    def find(self, upload: UploadKey) -> str | None:
+        candidates = upload.scanned_candidates()
+        exact = next((key for key in candidates if key in self._exact), None)
+        return exact or next((self._folded[key.casefold()] for key in candidates
+                              if key.casefold() in self._folded), None)
 
 
 def _split_extension(filename: str) -> tuple[str, str]:
@@ -157,10 +181,17 @@ def _split_extension(filename: str) -> tuple[str, str]:
     return (stem, dot + extension) if dot else (filename, "")
 
 
+def is_folder_marker(key: str) -> bool:
+    """An empty ``.../`` object (what "Create folder" makes in S3 consoles): not an upload."""
+    return key.endswith("/")
+
+
 def parse_key(key: str) -> UploadKey:
     """Parse an image key; raise :class:`LayoutError` if it does not fit."""
-    if not isinstance(key, str) or not key:
-        raise LayoutError(str(key), "empty key")
+    if not isinstance(key, str):
+        raise LayoutError(repr(key), f"a key is text, not {type(key).__name__}")
+    if not key:
+        raise LayoutError(key, "empty key")
     parts = key.split("/")
     if len(parts) != 6:
         raise LayoutError(key, f"expected 6 path parts, found {len(parts)}")
@@ -184,9 +215,12 @@ def parse_key(key: str) -> UploadKey:
     if not _FILE_STEM.fullmatch(stem) or ".." in stem:
         raise LayoutError(key, f"file name {filename!r} may only use A-Z, a-z, 0-9, _, - and . "
                                "(no spaces, quotes or accents): rename it")
+    if len(filename) > MAX_FILENAME_LENGTH:
+        raise LayoutError(key, f"file name is {len(filename)} characters long; rename it to at most "
+                               f"{MAX_FILENAME_LENGTH} (the tile index's fields hold 254)")
     collection = Collection(band, county, match["agency"], match["year"], type_)
     name = collection.name
-    if len(name) > MAX_IDENTIFIER_LENGTH or not _COLLECTION.fullmatch(name):
+    if len(name) > MAX_IDENTIFIER_LENGTH:
         raise LayoutError(key, f"collection name {name!r} is longer than "
                                f"{MAX_IDENTIFIER_LENGTH} characters")
     return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
@@ -207,14 +241,18 @@ def validate_identifier(name: str) -> str:
 
 # --- frame attributes from file names -------------------------------------
 
-_DATE = r"(?P<date>\d{8}|\d{6}|\d{4}-\d{2}-\d{2})"
+# [0-9], not \d: \d also matches digits of other scripts.
+_DATE = r"(?P<date>[0-9]{8}|[0-9]{6}|[0-9]{4}-[0-9]{2}-[0-9]{2})"
 _TOKEN = r"[A-Za-z0-9]+"
 _FRAME_WITH_ROLL = re.compile(rf"{_DATE}_(?P<roll>{_TOKEN})-(?P<frame>{_TOKEN})")
 _FRAME_NO_ROLL = re.compile(rf"{_DATE}_(?P<frame>{_TOKEN})")
 _STRATMAP = re.compile(rf"(?P<roll>{_TOKEN})_(?P<frame>{_TOKEN})_{_DATE}")
-_MOSAIC = re.compile(r"mosaic(?P<frame>\d+)", re.IGNORECASE)
+_MOSAIC = re.compile(r"mosaic(?P<frame>[0-9]+)", re.IGNORECASE)
+# Agency words start with a letter, so the first all-digit word is the year:
+# usda_bcr_1958_12_a is agency usda_bcr, year 1958, sheet 12, tile a.
 _INDEX_SHEET = re.compile(
-    r"(?P<agency>[A-Za-z][A-Za-z0-9]*)_(?P<year>\d{4})_(?P<sheet>[A-Za-z0-9]+)(?:_(?P<note>[A-Za-z0-9_-]+))?"
+    r"(?P<agency>[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(?P<year>[0-9]{4})"
+    r"_(?P<sheet>[A-Za-z0-9]+)(?:_(?P<note>[A-Za-z0-9_-]+))?"
 )
 
 
@@ -259,13 +297,17 @@ def frame_attributes(collection: Collection, stem: str) -> FrameAttributes:
                                    "its date, roll and frame stay empty in the index")
 
 
-def scanned_stem(collection: Collection, stem: str) -> str:
-    """Stem of the original scan: index tiles and dpi variants map to the untiled sheet."""
+def scanned_stems(collection: Collection, stem: str) -> list[str]:
+    """Stems the original scan may have, most likely first.
+
+    Index tiles and dpi variants map to the untiled sheet; a dpi variant may
+    also have been scanned under its own name.
+    """
     if collection.type == "index":
         match = _INDEX_SHEET.fullmatch(stem)
         if match and match["note"]:
-            return f"{match['agency']}_{match['year']}_{match['sheet']}"
-    return stem
+            return [f"{match['agency']}_{match['year']}_{match['sheet']}", stem]
+    return [stem]
 
 
 def needs_scan(collection: Collection) -> bool:

@@ -17,7 +17,7 @@ from shapely.geometry import box
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from ls4_ops.layout import Collection, frame_attributes, needs_scan, parse_key, validate_identifier
+from ls4_ops.layout import Collection, OriginalScans, frame_attributes, needs_scan, parse_key, validate_identifier
 from ls4_ops.settings import Settings
 from ls4_ops.s3env import vsis3_path
 
@@ -40,16 +40,16 @@ def index_record(
     collection: Collection,
     cog_key: str,
     settings: Settings,
-    scanned_keys: set[str],
+    scans: OriginalScans,
     read_footprint: Callable[[str], tuple] = footprint,
 ) -> dict:
-    """The index feature of one COG; ``scanned_keys`` are the collection's scans."""
+    """The index feature of one COG; ``scans`` are the collection's original scans."""
     upload = parse_key(cog_key)
     location = vsis3_path(settings.bucket, cog_key)
     geometry, src_srs = read_footprint(location)
     scan = ""
     if needs_scan(collection):
-        scan = next((k for k in upload.scanned_candidates() if k in scanned_keys), "")
+        scan = scans.find(upload) or ""
     return {
         "location": location,
         "src_srs": src_srs,

@@ -1,16 +1,19 @@
-"""Scans of a collection that has no georef upload yet are made public-read by discovery.
+"""What the ``ls4_discovery`` DAG does besides registering collections.
 
 SPEC, per upload: "scanned upload: set ACL public-read. Nothing else." A
 collection's DAG does it for its own scans, but a collection only gets a DAG
 once it has a georef upload; until then the ``ls4_discovery`` DAG does it.
+It also reports a folder whose collection name another folder already has.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
+from ls4_ops import registry
 from ls4_ops.layout import parse_key
 from tests.integration import pipeline
 
@@ -48,3 +51,25 @@ def test_discovery_makes_new_scans_of_a_collection_without_georef_public_read(se
     assert public_read(SECOND)
     assert not public_read(FIRST)
     assert COLLECTION.name not in collections
+
+
+def test_a_second_folder_with_a_registered_name_is_reported_not_registered(services, tmp_path):
+    first = "bw/clashville/ams_1961/frames/georef/19610101_1.tif"
+    second = "nc/clashville/ams_1961/frames/georef/19610101_2.tif"
+    frame = tmp_path / "frame.tif"
+    frame.write_bytes(b"II*\x00 not read by discovery")
+    pipeline.upload(str(frame), first)
+    pipeline.upload(str(frame), second)
+    try:
+        collections = pipeline.discover()
+        assert collections[parse_key(first).collection.name] == parse_key(first).collection
+        reported = [n for n in pipeline.notifications() if n["subject"] == "collection not registered"]
+        assert [n["key"] for n in reported] == [second]
+        assert "bw/clashville/ams_1961/frames/ already has" in reported[0]["reason"]
+    finally:
+        # Keep the bogus frames away from the scheduler test that runs later.
+        for key in (first, second):
+            pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=key)
+        path = os.environ["LS4_REGISTRY"]
+        name = parse_key(first).collection.name
+        registry.save(path, [c for c in registry.load(path).values() if c.name != name])

@@ -64,6 +64,9 @@ def processed(services, sources):
     # Original scans for all but the last nc frame (that one must be notified as missing).
     pipeline.upload(sources[f"{NC}georef/19750312_4-1.tif"], f"{NC}scanned/19750312_4-1.tif")
     pipeline.upload(sources[f"{NC}georef/19750312_4-2.tif"], f"{NC}scanned/19750312_4-2.TIF")
+    # What S3 consoles and people leave behind: a folder marker, and a note among the scans.
+    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=f"{NC}georef/", Body=b"")
+    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=f"{NC}scanned/notes.txt", Body=b"rolls 4-5")
     collections = pipeline.discover()
     runs = {}
     for name in ("testville_tops_1975_frames", "testville_ams_1960_frames"):
@@ -179,6 +182,13 @@ def test_scans_and_cogs_are_public_read(processed):
         grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
         assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ"
                    for g in grants), key
+    # Only uploads the layout accepts are made public.
+    grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=f"{NC}scanned/notes.txt")["Grants"]
+    assert not any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+
+
+def test_folder_marker_is_not_an_upload(processed):
+    assert [n for n in pipeline.notifications() if n["key"] == f"{NC}georef/"] == []
 
 
 def test_manual_run_reprocesses_only_the_frames_asked_for(processed, sources):
@@ -187,7 +197,16 @@ def test_manual_run_reprocesses_only_the_frames_asked_for(processed, sources):
     cogs = sorted(parse_key(k).cog_key for k in sources if k.startswith(collection.root))
     before = pipeline.last_modified(cogs)
     one = f"{BW}georef/19600105_2.TIF"
-    run = pipeline.run_dag(collection.dag_id, keys=[one], force=True)
+    # A key that cannot be processed fails the run before anything is done.
+    run = pipeline.run_dag(collection.dag_id, keys=[one, "19600105_9.TIF"])
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan"] == "failed"
+    assert pipeline.last_modified(cogs) == before
+    failed = [n["reason"] for n in pipeline.notifications() if n["subject"] == f"{collection.dag_id}.plan failed"]
+    assert f"{BW}georef/19600105_9.TIF: there is no such georef upload" in failed[-1]
+    # The file name alone is enough, and naming an up-to-date frame reprocesses it.
+    run = pipeline.run_dag(collection.dag_id, keys=["19600105_2.TIF"])
     assert run.state == "success"
     after = pipeline.last_modified(cogs)
     assert [k for k in cogs if after[k] != before[k]] == [parse_key(one).cog_key]

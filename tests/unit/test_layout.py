@@ -5,10 +5,12 @@ from hypothesis import strategies as st
 from ls4_ops.layout import (
     Collection,
     LayoutError,
+    OriginalScans,
     frame_attributes,
+    is_folder_marker,
     is_output_key,
     parse_key,
-    scanned_stem,
+    scanned_stems,
     validate_identifier,
 )
 
@@ -66,6 +68,9 @@ def test_multi_word_county_and_agency():
 
 @pytest.mark.parametrize("key, reason", [
     ("", "empty"),
+    (None, "not NoneType"),
+    (b"nc/anderson/ams_1960/frames/georef/x.tif", "not bytes"),
+    ("nc/anderson/ams_1960/frames/georef/", ".tif or .TIF"),
     ("nc/anderson/ams_1960/frames/georef", "6 path parts"),
     ("nc/anderson/ams_1960/frames/georef/extra/x.tif", "6 path parts"),
     ("rgb/anderson/ams_1960/frames/georef/x.tif", "band folder"),
@@ -74,6 +79,7 @@ def test_multi_word_county_and_agency():
     ("nc/../ams_1960/frames/georef/x.tif", "county folder"),
     ("nc/anderson/ams1960/frames/georef/x.tif", "{agency}_{yyyy}"),
     ("nc/anderson/ams_60/frames/georef/x.tif", "{agency}_{yyyy}"),
+    ("nc/anderson/ams_19\u0666\u0660/frames/georef/x.tif", "{agency}_{yyyy}"),
     ("nc/anderson/ams_1960/frame/georef/x.tif", "type folder"),
     ("nc/anderson/ams_1960/frames/raw/x.tif", "stage folder"),
     ("nc/anderson/ams_1960/frames/georef/x.jpg", ".tif or .TIF"),
@@ -87,6 +93,7 @@ def test_multi_word_county_and_agency():
     ("nc/anderson/ams_1960/frames/georef/.tif", "no spaces"),
     ("nc/anderson/ams_1960/frames/georef/a;drop table x.tif", "no spaces"),
     ("nc/" + "a" * 60 + "/ams_1960/frames/georef/x.tif", "longer than 63"),
+    ("nc/anderson/ams_1960/frames/georef/" + "a" * 97 + ".tif", "101 characters long"),
 ])
 def test_keys_outside_the_layout_are_refused_with_a_reason(key, reason):
     with pytest.raises(LayoutError) as error:
@@ -125,6 +132,9 @@ MOSAIC = coll("bw/travis/lgm_1940/mosaic/georef/x.tif")
     (INDEX, "usda_1958_12", ("1958", "", "12")),
     (INDEX, "usda_1958_12_a", ("1958", "", "12")),
     (INDEX, "usda_1958_12_400dpi", ("1958", "", "12")),
+    (INDEX, "usda_bcr_1958_12_a", ("1958", "", "12")),
+    (INDEX, "tx_dot_1958_12_400dpi", ("1958", "", "12")),
+    (INDEX, "USDA_1958_12B.TIF".removesuffix(".TIF"), ("1958", "", "12B")),
     (MOSAIC, "mosaic3", ("MULTIPLE", "MULTIPLE", "3")),
 ])
 def test_frame_attributes_from_real_looking_names(collection, stem, expected):
@@ -149,11 +159,36 @@ def test_unparsed_names_have_empty_attributes_and_a_problem(collection, stem):
 
 
 def test_index_tiles_map_to_their_untiled_scan():
-    assert scanned_stem(INDEX, "usda_1958_12_a") == "usda_1958_12"
-    assert scanned_stem(INDEX, "usda_1958_12") == "usda_1958_12"
-    assert scanned_stem(FRAMES, "19750312_4-23") == "19750312_4-23"
+    assert scanned_stems(INDEX, "usda_1958_12_a") == ["usda_1958_12", "usda_1958_12_a"]
+    assert scanned_stems(INDEX, "usda_bcr_1958_12_a") == ["usda_bcr_1958_12", "usda_bcr_1958_12_a"]
+    assert scanned_stems(INDEX, "usda_1958_12") == ["usda_1958_12"]
+    assert scanned_stems(FRAMES, "19750312_4-23") == ["19750312_4-23"]
     upload = parse_key("bw/travis/usda_1958/index/georef/usda_1958_12_400dpi.tif")
     assert upload.scanned_candidates() == [
         "bw/travis/usda_1958/index/scanned/usda_1958_12.tif",
         "bw/travis/usda_1958/index/scanned/usda_1958_12.TIF",
+        "bw/travis/usda_1958/index/scanned/usda_1958_12_400dpi.tif",
+        "bw/travis/usda_1958/index/scanned/usda_1958_12_400dpi.TIF",
     ]
+
+
+SCANNED = "bw/travis/usda_1958/index/scanned/"
+
+
+@pytest.mark.parametrize("georef, scans, expected", [
+    ("usda_1958_12_a.tif", ["usda_1958_12.TIF"], "usda_1958_12.TIF"),
+    ("usda_1958_12_400dpi.tif", ["usda_1958_12_400dpi.tif"], "usda_1958_12_400dpi.tif"),
+    ("usda_1958_12_400dpi.tif", ["usda_1958_12_400dpi.tif", "usda_1958_12.tif"], "usda_1958_12.tif"),
+    ("USDA_1958_12_a.TIF", ["usda_1958_12.tif"], "usda_1958_12.tif"),
+    ("usda_1958_12.tif", ["USDA_1958_12.tif", "usda_1958_12.tif"], "usda_1958_12.tif"),
+    ("usda_1958_12_a.tif", ["usda_1958_13.tif", "usda_1958_12_b.tif"], None),
+])
+def test_the_original_scan_of_an_index_sheet_is_found(georef, scans, expected):
+    upload = parse_key("bw/travis/usda_1958/index/georef/" + georef)
+    found = OriginalScans(SCANNED + name for name in scans).find(upload)
+    assert found == (SCANNED + expected if expected else None)
+
+
+def test_folder_markers_are_not_uploads():
+    assert is_folder_marker("nc/anderson/ams_1960/frames/georef/")
+    assert not is_folder_marker("nc/anderson/ams_1960/frames/georef/x.tif")

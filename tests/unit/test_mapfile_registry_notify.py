@@ -64,6 +64,33 @@ def test_registry_round_trip_and_discovery(tmp_path):
     assert registry.load(path)["anderson_ams_1960_frames"] == C
 
 
+def test_a_collection_name_stays_with_the_folder_that_has_it():
+    bw = parse_key("bw/anderson/ams_1960/frames/georef/a.tif").collection
+    el_paso = parse_key("nc/el_paso/ams_1960/frames/georef/c.tif").collection
+    el = parse_key("nc/el/paso_ams_1960/frames/georef/d.tif").collection
+    registered, clashes = registry.register({C.name: C}, [bw, C, el_paso, el])
+    assert registered == {C.name: C, el.name: el}
+    assert [(clash.collection, clash.holder) for clash in clashes] == [(bw, C), (el_paso, el)]
+    assert "nc/anderson/ams_1960/frames/ already has" in clashes[0].reason
+    assert "rename one of the folders" in clashes[0].reason
+
+
+def test_a_bad_registry_entry_is_skipped_not_fatal(tmp_path):
+    path = tmp_path / "registry.json"
+    registry.save(str(path), [C])
+    data = json.loads(path.read_text())
+    data["collections"]["bad"] = {**C.to_dict(), "county": "Bad County"}
+    data["collections"]["partial"] = {"band": "nc"}
+    path.write_text(json.dumps(data))
+    assert registry.load(str(path)) == {C.name: C}
+
+
+def test_folder_markers_are_not_reported():
+    bucket = registry.survey(["nc/anderson/ams_1960/frames/georef/", "nc/anderson/ams_1960/frames/georef/a.tif"])
+    assert bucket.problems == []
+    assert bucket.georef == {C: ["nc/anderson/ams_1960/frames/georef/a.tif"]}
+
+
 def test_scans_without_georef_are_those_no_collection_dag_handles():
     keys = [
         "nc/anderson/ams_1960/frames/georef/a.tif",

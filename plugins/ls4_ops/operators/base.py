@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from airflow.sdk import BaseOperator
 
 from ls4_ops.hooks import Ls4S3Hook
-from ls4_ops.layout import Collection
+from ls4_ops.layout import Collection, LayoutError, parse_key
+from ls4_ops.plan import S3Object
 from ls4_ops.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,3 +81,16 @@ class CollectionOperator(Ls4Operator):
         """The collection's COGs (not the tile-index files beside them)."""
         return [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
                 if self.coll.is_cog_key(obj.key)]
+
+    def scans(self) -> dict[str, S3Object]:
+        """The collection's scanned uploads by key. Other objects under
+        ``scanned/`` are left alone (discovery reports them): never made public."""
+        scans = {}
+        for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned")):
+            try:
+                upload = parse_key(obj.key)
+            except LayoutError:
+                continue
+            if upload.collection == self.coll and upload.stage == "scanned":
+                scans[obj.key] = obj
+        return scans

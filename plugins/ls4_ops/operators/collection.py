@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from airflow.sdk.exceptions import AirflowFailException
 
 from ls4_ops import mapfile
-from ls4_ops.layout import frame_attributes, needs_scan, parse_key
+from ls4_ops.layout import OriginalScans, frame_attributes, needs_scan, parse_key
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import new_since_last_success, send
-from ls4_ops.plan import plan_uploads
+from ls4_ops.plan import plan_uploads, run_request
 
 # Reading footprints is I/O bound (a HEAD and a range GET per COG).
 FOOTPRINT_THREADS = 8
@@ -23,6 +23,8 @@ class PlanUploadsOperator(CollectionOperator):
 
     Also makes new scans and georef uploads public-read, and notifies about
     uploads that cannot be processed or whose original scan is missing.
+    ``keys`` and ``force`` come from a manual run's conf: a bad conf, or a
+    key that cannot be processed, fails the task before anything is done.
     """
 
     template_fields = ("keys", "force")
@@ -33,21 +35,27 @@ class PlanUploadsOperator(CollectionOperator):
         self.force = force
 
     def execute(self, context):
-        force = self.force in (True, "true", "True", "1")
-        keys = [self.keys] if isinstance(self.keys, str) and self.keys else list(self.keys or [])
-        is_new = (lambda obj: True) if force else (lambda obj: new_since_last_success(obj, context))
+        try:
+            request = run_request(self.coll, self.bucket_name, self.keys, self.force)
+        except ValueError as error:
+            raise AirflowFailException(str(error)) from error
         georef = self.s3.list_objects(self.bucket_name, self.coll.prefix("georef"))
-        scanned = self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))
-        plan = plan_uploads(self.coll, georef, self.processed_etags(), force=force, only_keys=keys)
+        scanned = self.scans()
+        plan = plan_uploads(self.coll, georef, self.processed_etags(), request)
+        if plan.not_found:
+            raise AirflowFailException("nothing was processed; these keys cannot be: " + "; ".join(
+                f"{key}: {reason}" for key, reason in plan.not_found))
 
+        # A forced run goes over everything again, notifications included.
+        is_new = (lambda obj: True) if request.force else (lambda obj: new_since_last_success(obj, context))
         by_key = {obj.key: obj for obj in georef}
         for key, reason in plan.problems:
             if is_new(by_key.get(key)):
                 self.notify("upload not processed", reason, key)
-        for obj in [*scanned, *(by_key[item["key"]] for item in plan.todo)]:
+        for obj in [*scanned.values(), *(by_key[item["key"]] for item in plan.todo)]:
             if is_new(obj):
                 self.s3.set_public_read(self.bucket_name, obj.key)
-        self.check_scans(plan.todo, {obj.key for obj in scanned})
+        self.check_scans(plan.todo, OriginalScans(scanned))
         self.check_names(plan.todo)
 
         self.log.info("%d to process, %d up to date, %d problems", len(plan.todo), len(plan.up_to_date),
@@ -60,15 +68,15 @@ class PlanUploadsOperator(CollectionOperator):
             etags = pool.map(lambda key: self.s3.source_etag(self.bucket_name, key), cogs)
             return dict(zip(cogs, etags))
 
-    def check_scans(self, todo: list[dict], scanned_keys: set[str]) -> None:
+    def check_scans(self, todo: list[dict], scans: OriginalScans) -> None:
         if not needs_scan(self.coll):
             return
         for item in todo:
-            candidates = parse_key(item["key"]).scanned_candidates()
-            if not scanned_keys.intersection(candidates):
+            upload = parse_key(item["key"])
+            if scans.find(upload) is None:
                 self.notify("original scan missing",
-                            f"no original scan at {' or '.join(candidates)}; the georef upload is processed, "
-                            "upload the scan so its download link works", item["key"])
+                            f"no original scan at {' or '.join(upload.scanned_candidates())}; the georef "
+                            "upload is processed, upload the scan so its download link works", item["key"])
 
     def check_names(self, todo: list[dict]) -> None:
         for item in todo:
@@ -88,7 +96,7 @@ class BuildTileIndexOperator(CollectionOperator):
         from ls4_ops import tileindex
 
         cogs = self.cog_keys()
-        scanned = {obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned"))}
+        scanned = OriginalScans(self.scans())
         settings = self.settings
         with self.s3.endpoint().rasterio_env():
             with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
