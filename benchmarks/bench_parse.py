@@ -66,7 +66,7 @@ def scratch_collections(count: int) -> list[Collection]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--collections", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", os.path.join(ROOT, "dags"))
     with tempfile.TemporaryDirectory() as scratch:
