@@ -1,3 +1,5 @@
+from datetime import date
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -187,6 +189,26 @@ def test_the_original_scan_of_an_index_sheet_is_found(georef, scans, expected):
     upload = parse_key("bw/travis/usda_1958/index/georef/" + georef)
     found = OriginalScans(SCANNED + name for name in scans).find(upload)
     assert found == (SCANNED + expected if expected else None)
+
+
+tokens = st.from_regex(r"[A-Za-z0-9]{1,5}", fullmatch=True)
+dates = st.dates(date(1900, 1, 1), date(2099, 12, 31)).map(lambda d: d.strftime("%Y%m%d"))
+
+
+@given(collections.filter(lambda c: c.agency not in ("ams", "usgs", "stratmap")), dates, tokens, tokens)
+def test_frame_names_with_rolls_round_trip(collection, date, roll, frame):
+    collection = Collection(collection.band, collection.county, collection.agency, collection.year, "frames")
+    attributes = frame_attributes(collection, f"{date}_{roll}-{frame}")
+    assert (attributes.date, attributes.roll, attributes.frame_num) == (date, roll, frame)
+
+
+@given(st.lists(st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,5}", fullmatch=True), min_size=1, max_size=3).map("_".join),
+       st.integers(1900, 2099).map(str), tokens, st.sampled_from(["", "_a", "_b2", "_400dpi", "_a_300dpi"]))
+def test_index_sheet_names_round_trip_to_their_untiled_scan(agency, year, sheet, note):
+    stem = f"{agency}_{year}_{sheet}{note}"
+    attributes = frame_attributes(INDEX, stem)
+    assert (attributes.date, attributes.frame_num) == (year, sheet)
+    assert scanned_stems(INDEX, stem)[0] == f"{agency}_{year}_{sheet}"
 
 
 def test_folder_markers_are_not_uploads():
