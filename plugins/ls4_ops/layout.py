@@ -156,7 +156,6 @@ class UploadKey:
                 for ext in UPLOAD_EXTENSIONS]
 
 
-
 class OriginalScans:
     """A collection's scans, to find the original of each georef upload.
 

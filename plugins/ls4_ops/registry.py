@@ -97,7 +97,7 @@ class BucketSurvey:
         it only plans once a georef upload exists; these scans are left to
         discovery.
         """
-        return [scan.key for scan in self.scans if scan.collection not in self.collections]
+        return [scan.key for scan in self.scans if scan.collection not in self.georef]
 
 
 def survey(keys: Iterable[str]) -> BucketSurvey:

@@ -88,9 +88,8 @@ class CollectionOperator(Ls4Operator):
         scans = {}
         for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned")):
             try:
-                upload = parse_key(obj.key)
+                parse_key(obj.key)  # under this prefix, any key that parses is one of its scans
             except LayoutError:
                 continue
-            if upload.collection == self.coll and upload.stage == "scanned":
-                scans[obj.key] = obj
+            scans[obj.key] = obj
         return scans
