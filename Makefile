@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := include/stack/stack.sh
 ENV := source include/stack/env.sh &&
 
-.PHONY: install run stop status test unit bench-raster bench-parse lock
+.PHONY: install run stop status test unit bench-raster bench-parse bench-index lock
 
 install:
 	bash include/stack/install.sh
@@ -30,6 +30,9 @@ bench-raster: install
 
 bench-parse: install
 	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_parse.py
+
+bench-index: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_index.py
 
 lock:
 	uv pip compile requirements.txt --python-version 3.11 --generate-hashes -o requirements.lock

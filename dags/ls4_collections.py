@@ -11,20 +11,22 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, DeltaTriggerTimetable, get_parsing_context, task_group
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
 from ls4_ops.mapfile import mapfile_url
 from ls4_ops.operators import (
-    BuildTileIndexOperator,
     CogOperator,
     CompressOperator,
     OverviewsOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
     ReportRunOperator,
+    TileIndexOperator,
 )
+from ls4_ops.operators.collection import INDEX_WORK_XCOM
 from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.settings import Settings
 
@@ -50,12 +52,13 @@ DOC = """\
 ### {title}
 
 Turns the georeferenced uploads under `s3://{bucket}/{georef}` into COGs under
-`{cog}`, rebuilds the tile index (`{index_zip}` and PostGIS table `{table}`) and
-publishes the WMS mapfile `{mapfile}`.
+`{cog}`, keeps the tile index current (PostGIS table `{table}`, one row per
+COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 
 * WMS: {wms}&SERVICE=WMS&REQUEST=GetCapabilities
 * Runs every {minutes} minutes (one at a time) and does raster work only for
-  new or changed uploads.
+  new or changed uploads; index work left undone by an earlier run is
+  finished, and the COG and row of a deleted upload are removed.
 * Reprocess by hand: trigger with `{{"keys": ["<file>.tif", ...]}}` (file names
   under `{georef}`, or whole keys) for some frames, or `{{"force": true}}` for
   the whole collection.
@@ -64,7 +67,7 @@ publishes the WMS mapfile `{mapfile}`.
 
 def collection_dag(collection: Collection, settings: Settings) -> DAG:
     common = {"collection": collection.to_dict(), "bucket_name": settings.bucket,
-              "aws_conn_id": settings.s3_conn_id, **TASK_ARGS}
+              "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **TASK_ARGS}
     with DAG(
         dag_id=collection.dag_id,
         description=f"COGs, tile index and WMS of {collection.title}",
@@ -104,12 +107,17 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
             compress >> overviews >> cog
 
         frames = frame.expand(upload=plan.output)
-        index = BuildTileIndexOperator(task_id="tile_index", trigger_rule="all_done_min_one_success", **common)
+        # The index follows the frames whatever became of them (a bad upload must
+        # not keep the others out of it, and index work alone has no frame to
+        # wait for), but only a plan that succeeded: a failed plan fails the run.
+        frames_done = EmptyOperator(task_id="frames_done", trigger_rule="all_done")
+        # Also downstream of plan (through its XCom): a plan with nothing to do skips it.
+        index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM], **common)
         publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, **common)
         # A leaf beside the publishing chain: the run fails when a frame failed
         # or when publishing failed, and operators see which in the grid.
         report = ReportRunOperator(task_id="report", planned=plan.output, trigger_rule="all_done", **common)
-        wait >> plan >> frames >> index >> publish
+        wait >> plan >> frames >> frames_done >> index >> publish
         frames >> report
     return dag
 

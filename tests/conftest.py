@@ -17,7 +17,9 @@ for path in (os.path.join(ROOT, "plugins"), ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-STACK = os.path.join(ROOT, "include", "stack", "stack.sh")
+from include import local_stack  # noqa: E402
+
+STACK = local_stack.STACK
 SERVICES = ["s3", "postgis", "mapserver", "mapsync"]
 TEST_STACK = {
     "LS4_STATE_DIR": os.path.join(ROOT, ".state", "test"),
@@ -26,31 +28,16 @@ TEST_STACK = {
     "LS4_WMS_PORT": "18081",
     "LS4_AIRFLOW_PORT": "18080",
 }
-
-
-def _stack_environment() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("LS4_", "AIRFLOW", "GDAL_", "AWS_"))}
-    clean.update(TEST_STACK)
-    output = subprocess.run(
-        ["bash", "-c", f'. "{ROOT}/include/stack/env.sh" && env -0'],
-        env=clean, check=True, capture_output=True,
-    ).stdout.decode()
-    return dict(item.split("=", 1) for item in output.split("\0") if "=" in item)
-
-
-for name in [k for k in os.environ if k.startswith(("LS4_", "AIRFLOW", "AWS_"))]:
-    del os.environ[name]
-os.environ.update(_stack_environment())
+local_stack.use(TEST_STACK)
 
 
 @pytest.fixture(scope="session")
 def services():
     """The real local services (S3, PostGIS, MapServer + mapfile sync), started for the session."""
-    subprocess.run([STACK, "start", *SERVICES], check=True)
+    local_stack.start(SERVICES)
     _start_clean()
     yield os.environ
-    subprocess.run([STACK, "stop", *SERVICES], check=False)
+    local_stack.stop(SERVICES)
 
 
 def _start_clean() -> None:
@@ -72,8 +59,10 @@ def _start_clean() -> None:
 def airflow_db(services):
     """A fresh Airflow metadata database (SQLite) for ``dag.test()``: no history from earlier sessions."""
     database = os.path.join(os.environ["AIRFLOW_HOME"], "airflow.db")
-    if os.path.exists(database):
-        os.remove(database)
+    # With its write-ahead log: a session killed mid-write leaves one behind.
+    for path in (database, database + "-wal", database + "-shm"):
+        if os.path.exists(path):
+            os.remove(path)
     subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "db", "migrate"],
                    check=True, capture_output=True)
     return os.environ["AIRFLOW_HOME"]

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
-from ls4_ops.plan import SOURCE_ETAG_METADATA, S3Object
+from ls4_ops.plan import CogSource, S3Object
+from ls4_ops.tileindex import GENERATION_METADATA
 from ls4_ops.s3env import S3Endpoint
 
 
@@ -31,10 +32,16 @@ class Ls4S3Hook(S3Hook):
         return [S3Object.from_listing(entry)
                 for entry in self.get_file_metadata(prefix=prefix, bucket_name=bucket_name)]
 
-    def source_etag(self, bucket_name: str, cog_key: str) -> str | None:
-        """ETag of the upload a COG was made from; None when there is no such COG."""
+    def cog_source(self, bucket_name: str, cog_key: str) -> CogSource | None:
+        """The upload version a COG was made from, by its metadata; None when there is no such object."""
         head = self.head_object(key=cog_key, bucket_name=bucket_name)
-        return None if head is None else head.get("Metadata", {}).get(SOURCE_ETAG_METADATA, "")
+        return None if head is None else CogSource.from_metadata(head.get("Metadata", {}))
+
+    def published_generation(self, bucket_name: str, key: str) -> int | None:
+        """The tile-index generation an object ls4 published shows; None when it is missing or shows none."""
+        head = self.head_object(key=key, bucket_name=bucket_name)
+        value = None if head is None else head.get("Metadata", {}).get(GENERATION_METADATA)
+        return int(value) if value and value.isdigit() else None
 
     def upload(self, filename: str, bucket_name: str, key: str, *, metadata: dict | None = None,
                acl: str | None = None, content_type: str | None = None) -> None:

@@ -25,6 +25,8 @@ OUTPUT_EXTENSION = ".tif"
 
 MAPFILE_PREFIX = "mapfiles/"
 WORK_PREFIX = "ls4-work/"
+# Every collection's footprints in one file (the original's hourly job).
+COMPILED_INDEX_KEY = "geojson/compiled_historical_indexes.geojson"
 TILE_INDEX_DIR = "tile_index"
 # PostgreSQL truncates identifiers longer than this; a truncated table name
 # could collide with another collection's, so such names are refused.
@@ -223,6 +225,12 @@ def parse_key(key: str) -> UploadKey:
         raise LayoutError(key, f"collection name {name!r} is longer than "
                                f"{MAX_IDENTIFIER_LENGTH} characters")
     return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
+
+
+def georef_key(collection: Collection, name: str, bucket: str) -> str:
+    """A georef upload named by its key, its ``s3://{bucket}/`` URL, or its file name alone."""
+    key = name.removeprefix(f"s3://{bucket}/")
+    return key if "/" in key else collection.prefix("georef") + key
 
 
 def is_output_key(key: str) -> bool:

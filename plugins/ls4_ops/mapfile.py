@@ -7,16 +7,17 @@ through a PostgreSQL service name whose password lives on the MapServer host.
 
 from __future__ import annotations
 
+import stat
 import time
 
 from ls4_ops.layout import Collection, validate_identifier
+from ls4_ops.tileindex import COLUMNS, GEOMETRY, INDEX_CRS, INDEX_SRID, KEY_COLUMN
 
 MAPSERVER_VERSION = 8.0
-WEB_MERCATOR = "EPSG:3857"
 # What clients commonly ask for; MapServer reprojects on the fly.
 WMS_SRS = "EPSG:3857 EPSG:900913 EPSG:4326 EPSG:4269 EPSG:3081 EPSG:3083 EPSG:26914"
-# s3fs shows objects with these attributes to the MapServer host (mode 0100644).
-FILE_MODE = "33188"
+# s3fs shows objects with these attributes to the MapServer host: a regular file, rw-r--r--.
+FILE_MODE = str(stat.S_IFREG | 0o644)
 
 
 class MapfileError(ValueError):
@@ -49,7 +50,7 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
         "maxsize": 4096,
         "units": "meters",
         "imagecolor": [255, 255, 255],
-        "projection": [f"init={WEB_MERCATOR.lower()}"],
+        "projection": [f"init={INDEX_CRS.lower()}"],
         "config": {
             # One missing COG must not blank the whole layer.
             "ON_MISSING_DATA": "IGNORE",
@@ -81,15 +82,17 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                 "status": "ON",
                 "connectiontype": "POSTGIS",
                 "connection": f"service={pg_service}",
-                "data": f"geom from {validate_identifier(collection.table)} using unique gid using srid=3857",
-                "projection": [f"init={WEB_MERCATOR.lower()}"],
+                "data": f"{GEOMETRY} from {validate_identifier(collection.table)} using unique {KEY_COLUMN} "
+                        f"using srid={INDEX_SRID}",
+                "projection": [f"init={INDEX_CRS.lower()}"],
                 "template": "query",  # any template makes the layer queryable
                 "tolerance": 0,
                 "metadata": {
                     "wms_title": f"{collection.title} footprints",
-                    "wms_include_items": "all",
-                    "gml_include_items": "all",
-                    "gml_featureid": "gid",
+                    # The users' attributes, not the index's bookkeeping (COG key, ETag, bbox).
+                    "wms_include_items": ",".join(COLUMNS),
+                    "gml_include_items": ",".join(COLUMNS),
+                    "gml_featureid": KEY_COLUMN,
                     **srs_metadata,
                 },
                 "classes": [{
@@ -106,7 +109,7 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                 "tileindex": index_layer,
                 "tileitem": "location",
                 "tilesrs": "src_srs",
-                "projection": [f"init={WEB_MERCATOR.lower()}"],
+                "projection": [f"init={INDEX_CRS.lower()}"],
                 "processing": ["RESAMPLE=AVERAGE"],
                 "metadata": {"wms_title": collection.title, **srs_metadata},
             },

@@ -1,18 +1,30 @@
-"""Which uploads of a collection need raster work in this run.
+"""What a collection run must do, decided from one look at the bucket and the index.
 
-An upload needs work when its COG is missing or was made from another
-version of it (the COG carries the source ETag in its metadata). Nothing is
-processed twice for nothing. A manual run reprocesses what an operator names
-(``keys``) or the whole collection (``force``).
+Raster work: an upload needs it when its COG is missing or was made from
+another version of it (the COG carries the source ETag in its metadata, and
+its index row carries it too). A manual run reprocesses what an operator
+names (``keys``) or the whole collection (``force``).
+
+Index work, which needs no raster work: a current COG without its row (the
+index step failed after the COG was written), a row whose scan link changed,
+a COG and row whose upload was deleted, and a shapefile or mapfile behind
+the table. Any run finds such work left undone and finishes it; a run with
+nothing new finds none and does nothing.
+
+The functions here return decisions (what to process, index, delete, make
+public, notify); operators gather the inputs and carry the decisions out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from ls4_ops.layout import Collection, LayoutError, is_folder_marker, parse_key
+from ls4_ops.layout import Collection, LayoutError, OriginalScans, frame_attributes, georef_key, \
+    is_folder_marker, needs_scan, parse_key
+from ls4_ops.settings import Settings
+from ls4_ops.tileindex import IndexedCog, scan_link
 
 SOURCE_ETAG_METADATA = "ls4-source-etag"
 SOURCE_KEY_METADATA = "ls4-source-key"
@@ -28,6 +40,36 @@ class S3Object:
     @classmethod
     def from_listing(cls, entry: Mapping) -> "S3Object":
         return cls(entry["Key"], entry["ETag"].strip('"'), entry["Size"], entry.get("LastModified"))
+
+    def changed_since(self, since: datetime | None) -> bool:
+        """Whether this object changed after ``since`` (the previous successful run's start).
+
+        Problems with older objects were reported by that run already. S3
+        listings give whole seconds: an object from the second that run began
+        counts as changed (reported twice at worst, never missed).
+        """
+        if since is None or self.last_modified is None:
+            return True
+        return self.last_modified >= since.replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class CogSource:
+    """What a COG's own metadata says: the upload version it was made from.
+
+    Both are empty for an object under ``cog/`` that ls4 did not write.
+    """
+
+    etag: str
+    key: str
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> "CogSource":
+        return cls(metadata.get(SOURCE_ETAG_METADATA, ""), metadata.get(SOURCE_KEY_METADATA, ""))
+
+    @property
+    def made_by_ls4(self) -> bool:
+        return bool(self.key)
 
 
 @dataclass(frozen=True)
@@ -57,34 +99,68 @@ def run_request(collection: Collection, bucket: str, keys: object, force: object
         force = force.lower() == "true"
     if not isinstance(force, bool):
         raise ValueError(f"conf 'force' must be true or false, not {force!r}; e.g. {CONF_EXAMPLE}")
-    url_prefix = f"s3://{bucket}/"
-    georef = collection.prefix("georef")
-    normalised = []
-    for key in keys:
-        key = key.removeprefix(url_prefix)
-        normalised.append(key if "/" in key else georef + key)
-    return RunRequest(tuple(dict.fromkeys(normalised)), force)
+    return RunRequest(tuple(dict.fromkeys(georef_key(collection, key, bucket) for key in keys)), force)
+
+
+@dataclass
+class CollectionState:
+    """What one look at the bucket and the index shows of a collection."""
+
+    georef: list[S3Object]
+    scanned: dict[str, S3Object] = field(default_factory=dict)  # scans by key
+    cogs: dict[str, S3Object] = field(default_factory=dict)  # COGs by key (tile-index files left out)
+    indexed: Mapping[str, IndexedCog] = field(default_factory=dict)  # index rows by COG key
+    generation: int = 0  # of the index table
+    # Generation the published shapefile zip and mapfile show (None: not published).
+    published_index: int | None = None
+    published_mapfile: int | None = None
+    # HEADs of the COGs that cogs_to_inspect() names (None: gone since the listing).
+    sources: Mapping[str, CogSource | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notice:
+    subject: str
+    reason: str
+    key: str
+
+
+@dataclass
+class IndexWork:
+    """Index work that needs no raster work. Items are JSON-able (they travel by XCom)."""
+
+    add: list[dict] = field(default_factory=list)  # current COGs without their row: plan items
+    scan_links: dict[str, str] = field(default_factory=dict)  # COG key -> new dl_orig
+    remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "delete_cog"}
+    publish: bool = False  # the shapefile or the mapfile is behind the table
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.scan_links or self.remove or self.publish)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class Plan:
-    todo: list[dict]
+    todo: list[dict]  # raster work: {"key", "etag", "cog_key", "scan"}
     up_to_date: list[str]
     problems: list[tuple[str, str]]  # (key, what is wrong and what to do)
     # Keys a manual run asked for that cannot be processed, and why.
     not_found: list[tuple[str, str]] = field(default_factory=list)
+    index: IndexWork = field(default_factory=IndexWork)
+    make_public: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.todo or self.index)
 
 
-def plan_uploads(
-    collection: Collection,
-    georef: Iterable[S3Object],
-    processed: Mapping[str, str],
-    request: RunRequest = RunRequest(),
-) -> Plan:
-    """Uploads to process: ``processed`` maps COG key -> source ETag it was made from.
+def uploads_by_cog(collection: Collection, georef: Iterable[S3Object]) -> tuple[dict[str, S3Object], list]:
+    """The upload each COG is made from, and (key, reason) for uploads that cannot be processed.
 
-    Named keys are reprocessed even when their COG is up to date: naming
-    them is how an operator asks for it.
+    Of two uploads making the same COG (``a.tif`` and ``a.TIF``), the newer wins.
     """
     by_cog: dict[str, S3Object] = {}
     problems: list[tuple[str, str]] = []
@@ -107,17 +183,121 @@ def plan_uploads(
             problems.append((older, f"{older} and {obj.key} both make {upload.cog_key}; the newer "
                                     f"upload {obj.key} is used: rename or remove {older}"))
         by_cog[upload.cog_key] = obj
+    return by_cog, problems
+
+
+def cogs_to_inspect(collection: Collection, state: CollectionState) -> list[str]:
+    """COGs whose metadata a HEAD must read: those the index does not show as made
+    from their current upload, and those whose upload is gone. An unchanged
+    collection has none."""
+    uploads, _ = uploads_by_cog(collection, state.georef)
+    inspect = []
+    for cog_key in state.cogs:
+        upload, row = uploads.get(cog_key), state.indexed.get(cog_key)
+        if upload is None or row is None or row.source_etag != upload.etag:
+            inspect.append(cog_key)
+    return sorted(inspect)
+
+
+def plan_run(collection: Collection, state: CollectionState, request: RunRequest = RunRequest(), *,
+             since: datetime | None = None, settings: Settings = Settings()) -> Plan:
+    """Everything a run must do. ``since``: when the previous successful run began
+    (what changed before it was reported then); a forced run reports everything again."""
+    uploads, problems = uploads_by_cog(collection, state.georef)
+    scans = OriginalScans(state.scanned)
+    report_all = request.force or since is None
+
+    def is_new(obj: S3Object | None) -> bool:
+        return report_all or obj is None or obj.changed_since(since)
+
+    def item(cog_key: str, obj: S3Object) -> dict:
+        scan = scans.find(parse_key(obj.key)) if needs_scan(collection) else None
+        return {"key": obj.key, "etag": obj.etag, "cog_key": cog_key, "scan": scan or ""}
+
+    def made_from(cog_key: str) -> str | None:
+        """ETag of the upload the existing COG was made from; None when there is no COG."""
+        if cog_key not in state.cogs:
+            return None
+        if cog_key in state.sources:
+            source = state.sources[cog_key]
+            return source.etag if source else None
+        row = state.indexed.get(cog_key)  # not inspected: the row is current
+        return row.source_etag if row else None
+
     wanted = set(request.keys)
-    usable = {obj.key for obj in by_cog.values()}
+    usable = {obj.key for obj in uploads.values()}
     reasons = dict(problems)
-    not_found = [(key, reasons.get(key, f"there is no such georef upload of {collection.name}"))
-                 for key in request.keys if key not in usable]
-    todo, up_to_date = [], []
-    for cog_key, obj in sorted(by_cog.items()):
+    plan = Plan(todo=[], up_to_date=[], problems=problems, not_found=[
+        (key, reasons.get(key, f"there is no such georef upload of {collection.name}"))
+        for key in request.keys if key not in usable])
+    for cog_key, obj in sorted(uploads.items()):
         if wanted and obj.key not in wanted:
             continue
-        if wanted or request.force or processed.get(cog_key) != obj.etag:
-            todo.append({"key": obj.key, "etag": obj.etag, "cog_key": cog_key})
-        else:
-            up_to_date.append(obj.key)
-    return Plan(todo=todo, up_to_date=up_to_date, problems=problems, not_found=not_found)
+        current = made_from(cog_key) == obj.etag
+        if wanted or request.force or not current:
+            plan.todo.append(item(cog_key, obj))
+            continue
+        plan.up_to_date.append(obj.key)
+        row, current_item = state.indexed.get(cog_key), item(cog_key, obj)
+        link = scan_link(settings, current_item["scan"])
+        if row is None or row.source_etag != obj.etag:
+            plan.index.add.append(current_item)
+        elif row.dl_orig != link:
+            plan.index.scan_links[cog_key] = link
+
+    _plan_removals(state, uploads, plan, is_new)
+    plan.index.publish = state.published_index != state.generation or (
+        bool(state.indexed) and state.published_mapfile != state.generation)
+
+    planned = {entry["key"] for entry in plan.todo}
+    plan.make_public = [obj.key for obj in state.scanned.values() if is_new(obj)] + [
+        obj.key for obj in uploads.values() if obj.key in planned and is_new(obj)]
+    by_key = {obj.key: obj for obj in state.georef}
+    plan.notices += [Notice("upload not processed", reason, key) for key, reason in problems
+                     if is_new(by_key.get(key))]
+    plan.notices += _todo_notices(collection, plan.todo)
+    return plan
+
+
+def _plan_removals(state: CollectionState, uploads: Mapping[str, S3Object], plan: Plan, is_new) -> None:
+    """COGs and rows whose upload is gone go; objects ls4 did not write are reported, never deleted."""
+    for cog_key, obj in sorted(state.cogs.items()):
+        if cog_key in uploads:
+            continue
+        source = state.sources.get(cog_key)
+        if source is None:
+            continue  # deleted since the listing
+        if source.made_by_ls4 or cog_key in state.indexed:
+            plan.index.remove.append({"cog_key": cog_key, "source_key": source.key,
+                                      "delete_cog": source.made_by_ls4})
+        if not source.made_by_ls4 and is_new(obj):
+            plan.notices.append(Notice(
+                "object under cog/ not made by ls4", "it is not a COG ls4 wrote (no source upload in its "
+                "metadata), so it is not indexed, served or deleted; uploads go under georef/: move or "
+                "remove it", cog_key))
+    for cog_key in sorted(set(state.indexed) - set(uploads) - set(state.cogs)):
+        plan.index.remove.append({"cog_key": cog_key, "source_key": "", "delete_cog": False})
+
+
+def _todo_notices(collection: Collection, todo: list[dict]) -> list[Notice]:
+    notices = []
+    for entry in todo:
+        upload = parse_key(entry["key"])
+        if needs_scan(collection) and not entry["scan"]:
+            notices.append(Notice(
+                "original scan missing", f"no original scan at {' or '.join(upload.scanned_candidates())}; "
+                "the georef upload is processed, upload the scan so its download link works", entry["key"]))
+        attributes = frame_attributes(collection, upload.stem)
+        if not attributes.parsed:
+            notices.append(Notice("file name not understood", attributes.problem + "; it is processed anyway, "
+                                  "rename it to fill them in", entry["key"]))
+    return notices
+
+
+def removal_notice(collection: Collection, removed: Mapping) -> Notice:
+    """What operators and uploaders are told when a COG goes with its upload."""
+    upload = removed["source_key"] or f"the georef upload of {removed['cog_key']}"
+    return Notice("georef upload deleted",
+                  f"{upload} is no longer in the bucket, so its COG {removed['cog_key']} and its row of the "
+                  f"{collection.name} tile index were removed; upload it again to bring the frame back",
+                  removed["source_key"] or removed["cog_key"])

@@ -459,14 +459,19 @@ def overview_factors(width: int, height: int) -> list[int]:
     return factors
 
 
+def overview_file(path: str) -> str:
+    """Where GDAL keeps the external overviews of ``path`` (and looks for them)."""
+    return path + ".ovr"
+
+
 def add_overviews(path: str) -> list[int]:
-    """Compute averaged overviews of ``path`` into ``path + '.ovr'``; return the factors.
+    """Compute averaged overviews of ``path`` into ``overview_file(path)``; return the factors.
 
     ``path`` itself is not modified. GDAL 3.10 cannot store overviews of an
     internal mask in an external .ovr (it logs a warning saying so):
     ``to_cog`` derives them from the full-resolution mask.
     """
-    ovr = path + ".ovr"
+    ovr = overview_file(path)
     if os.path.exists(ovr):
         os.remove(ovr)  # a re-run starts clean instead of updating stale levels
     with rasterio.open(path) as dataset:

@@ -12,8 +12,10 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from ls4_ops.layout import Collection, LayoutError, UploadKey, is_folder_marker, parse_key
+from ls4_ops.layout import Collection, LayoutError, UploadKey, is_folder_marker, is_output_key, parse_key
+from ls4_ops.plan import Notice, S3Object
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +118,39 @@ def survey(keys: Iterable[str]) -> BucketSurvey:
         elif upload.stage == "scanned":
             result.scans.append(upload)
     return result
+
+
+@dataclass
+class Discovery:
+    """What a discovery run does: the registry to save (None: unchanged), the
+    scans to make public-read, and the notices to send."""
+
+    collections: set[Collection]
+    registry: dict[str, Collection] | None
+    new: list[str]
+    make_public: list[str]
+    notices: list[Notice]
+
+
+def discover(objects: Iterable[S3Object], known: Mapping[str, Collection],
+             since: datetime | None) -> Discovery:
+    """Decide a discovery run from a listing of ``bw/`` and ``nc/``.
+
+    ``since``: when the previous successful run began; objects older than
+    that were reported and made public by it, so only newer ones are.
+    """
+    objects = {obj.key: obj for obj in objects}
+    bucket = survey(objects)
+
+    def is_new(key: str) -> bool:
+        return key not in objects or objects[key].changed_since(since)
+
+    notices = [Notice("upload outside the bucket layout", problem.reason + ": move it to the right folder",
+                      problem.key)
+               for problem in bucket.problems if not is_output_key(problem.key) and is_new(problem.key)]
+    registered, clashes = register(known, bucket.collections)
+    notices += [Notice("collection not registered", clash.reason, key)
+                for clash in clashes for key in bucket.georef[clash.collection] if is_new(key)]
+    new = sorted(set(registered) - set(known))
+    return Discovery(collections=bucket.collections, registry=registered if new else None, new=new,
+                     make_public=[key for key in bucket.scans_without_georef() if is_new(key)], notices=notices)

@@ -1,77 +1,243 @@
-"""The tile index of a collection: one footprint feature per COG.
+"""The tile index of a collection: one row per COG, in PostGIS and as a shapefile.
 
-Written as a shapefile plus its zip (for download) and as a PostGIS table
-(for MapServer). Both are replaced atomically: readers see the old index or
-the new one, never half of one.
+This module owns the index schema: the mapfile, the compiled index, the
+benchmarks and the tests import the names below and never retype them.
+
+The PostGIS table ``{collection}`` is written incrementally. A COG's row is
+upserted, keyed by the COG's key, in the same transaction that bumps the
+collection's *generation* in the catalog table ``ls4.tile_indexes``; rows
+whose upload is gone are deleted the same way. Nothing rebuilds the table.
+The shapefile and its zip, which users download, are written from the table
+(no COG is opened) and carry in their S3 metadata the generation they show,
+as does the mapfile: one HEAD tells a run whether they are behind the table.
+
+Table names come from keys: each is checked by ``validate_identifier`` and
+quoted wherever it reaches SQL; every value is a bound parameter.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-import geopandas as gpd
-import rasterio
-from shapely.geometry import box
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
-from ls4_ops.layout import Collection, OriginalScans, frame_attributes, needs_scan, parse_key, validate_identifier
-from ls4_ops.settings import Settings
+from ls4_ops.layout import Collection, frame_attributes, parse_key, validate_identifier
 from ls4_ops.s3env import vsis3_path
+from ls4_ops.settings import Settings
 
-INDEX_CRS = "EPSG:3857"
-COLUMNS = ["location", "src_srs", "date", "roll", "frame_num", "dl_orig", "dl_georef", "dl_index"]
-GEOMETRY = "geom"
-KEY_COLUMN = "gid"
+INDEX_SRID = 3857
+INDEX_CRS = f"EPSG:{INDEX_SRID}"
+# Download links: the original scan, the COG, the index zip.
+LINK_COLUMNS = ["dl_orig", "dl_georef", "dl_index"]
+# What users get in the table, the shapefile and GetFeatureInfo (SPEC step 7).
+COLUMNS = ["location", "src_srs", "date", "roll", "frame_num", *LINK_COLUMNS]
+GEOMETRY = "geom"  # the valid-data footprint (MultiPolygon)
+KEY_COLUMN = "gid"  # MapServer's unique feature id
+COG_KEY_COLUMN = "cog_key"  # what an upsert is keyed by
+ETAG_COLUMN = "source_etag"  # the upload version the COG was made from
+BBOX_COLUMN = "bbox"
+CATALOG_SCHEMA = "ls4"
+CATALOG = f"{CATALOG_SCHEMA}.tile_indexes"
+# S3 metadata of the shapefile zip and the mapfile: the generation they show.
+GENERATION_METADATA = "ls4-index-generation"
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-STAGING_SCHEMA = "ls4_staging"
+# One lock for creating tables: concurrent CREATE ... IF NOT EXISTS can still
+# collide in PostgreSQL's catalogs.
+_DDL_LOCK = "ls4.tile_index.ddl"
 
 
-def footprint(path: str):
-    """Footprint polygon (EPSG:3857) and CRS of a COG."""
-    with rasterio.open(path) as dataset:
-        crs = dataset.crs.to_string() if dataset.crs else ""
-        return box(*dataset.bounds), crs
+@dataclass(frozen=True)
+class IndexedCog:
+    """A row of the index, as much of it as planning a run needs."""
+
+    source_etag: str
+    dl_orig: str
 
 
-def index_record(
-    collection: Collection,
-    cog_key: str,
-    settings: Settings,
-    scans: OriginalScans,
-    read_footprint: Callable[[str], tuple] = footprint,
-) -> dict:
-    """The index feature of one COG; ``scans`` are the collection's original scans."""
-    upload = parse_key(cog_key)
-    location = vsis3_path(settings.bucket, cog_key)
-    geometry, src_srs = read_footprint(location)
-    scan = ""
-    if needs_scan(collection):
-        scan = scans.find(upload) or ""
+@dataclass(frozen=True)
+class IndexSummary:
+    generation: int
+    count: int
+    bounds: tuple[float, float, float, float] | None  # of all footprints; None when empty
+
+
+def _quoted(connection: Connection, table: str) -> str:
+    return connection.dialect.identifier_preparer.quote(validate_identifier(table))
+
+
+def scan_link(settings: Settings, scan_key: str | None) -> str:
+    """``dl_orig``: the public URL of the original scan, empty when there is none."""
+    return settings.public_link(scan_key) if scan_key else ""
+
+
+def index_row(cog, collection: Collection, item: Mapping, settings: Settings) -> dict:
+    """The row of a COG (an open rasterio dataset, local or over S3) made from plan item ``item``.
+
+    The footprint comes from a small overview level of the COG's mask; no
+    pixel is read.
+    """
+    from shapely.geometry import box
+
+    from ls4_ops.footprint import footprint
+
+    cog_key = item["cog_key"]
     return {
-        "location": location,
-        "src_srs": src_srs,
-        **frame_attributes(collection, upload.stem).as_record(),
-        "dl_orig": settings.public_link(scan) if scan else "",
+        COG_KEY_COLUMN: cog_key,
+        "location": vsis3_path(settings.bucket, cog_key),
+        "src_srs": cog.crs.to_string() if cog.crs else "",
+        **frame_attributes(collection, parse_key(cog_key).stem).as_record(),
+        "dl_orig": scan_link(settings, item["scan"]),
         "dl_georef": settings.public_link(cog_key),
         "dl_index": settings.public_link(collection.tile_index_zip_key),
-        GEOMETRY: geometry,
+        ETAG_COLUMN: item["etag"],
+        BBOX_COLUMN: box(*cog.bounds).wkt,
+        GEOMETRY: footprint(cog).wkt,
     }
 
 
-def build_index(records: Iterable[dict]) -> gpd.GeoDataFrame:
-    records = sorted(records, key=lambda record: record["location"])
-    frame = gpd.GeoDataFrame(records, columns=[*COLUMNS, GEOMETRY], geometry=GEOMETRY, crs=INDEX_CRS)
-    frame.index.name = KEY_COLUMN
-    return frame
+# --- the table ------------------------------------------------------------------------------
+
+def _has_table(connection: Connection, table: str) -> bool:
+    """Whether the collection has a table of this layout (a table made by ls4 before
+    incremental indexing has no ``cog_key`` column and is replaced)."""
+    return bool(connection.execute(text(
+        "SELECT to_regclass(:catalog) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute "
+        "WHERE attrelid = to_regclass(:table) AND attname = :column AND NOT attisdropped)"),
+        {"catalog": CATALOG, "table": f"public.{_quoted(connection, table)}",
+         "column": COG_KEY_COLUMN}).scalar())
 
 
-def write_shapefile(index: gpd.GeoDataFrame, collection: Collection, directory: str) -> dict[str, str]:
-    """Write the shapefile and its zip; return bucket key -> local file."""
+def ensure_table(connection: Connection, collection: Collection) -> None:
+    """Create the collection's table and its catalog entry unless they exist.
+
+    Runs in the caller's transaction. A table of the pre-incremental layout
+    is dropped and created anew: the next run refills it from the COGs.
+    """
+    if _has_table(connection, collection.table):
+        return
+    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": _DDL_LOCK})
+    if _has_table(connection, collection.table):
+        return  # another writer created it while this one waited
+    name = _quoted(connection, collection.table)
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
+    connection.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {CATALOG} (table_name text PRIMARY KEY, title text NOT NULL, "
+        "generation bigint NOT NULL DEFAULT 0, updated timestamptz NOT NULL DEFAULT now())"))
+    connection.execute(text(f"DROP TABLE IF EXISTS public.{name}"))
+    connection.execute(text(
+        f"CREATE TABLE public.{name} ("
+        f"{KEY_COLUMN} integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        f"{COG_KEY_COLUMN} text NOT NULL UNIQUE, "
+        + "".join(f'"{column}" text NOT NULL, ' for column in COLUMNS)
+        + f"{ETAG_COLUMN} text NOT NULL, "
+        f"{BBOX_COLUMN} geometry(Polygon, {INDEX_SRID}) NOT NULL, "
+        f"{GEOMETRY} geometry(MultiPolygon, {INDEX_SRID}) NOT NULL, "
+        "updated timestamptz NOT NULL DEFAULT now())"))
+    connection.execute(text(f"CREATE INDEX ON public.{name} USING gist ({GEOMETRY})"))
+    connection.execute(text(
+        f"INSERT INTO {CATALOG} (table_name, title) VALUES (:table, :title) "
+        "ON CONFLICT (table_name) DO UPDATE SET title = EXCLUDED.title"),
+        {"table": collection.table, "title": collection.title})
+
+
+def _bump(connection: Connection, table: str) -> int:
+    """Count one change of the table; row-locks its catalog entry until the transaction ends."""
+    return connection.execute(text(
+        f"UPDATE {CATALOG} SET generation = generation + 1, updated = now() "
+        "WHERE table_name = :table RETURNING generation"), {"table": table}).scalar_one()
+
+
+def upsert(connection: Connection, collection: Collection, rows: Iterable[Mapping]) -> int | None:
+    """Insert or replace rows by COG key, in the caller's transaction; return the new generation."""
+    rows = list(rows)
+    if not rows:
+        return None
+    ensure_table(connection, collection)
+    columns = [COG_KEY_COLUMN, *COLUMNS, ETAG_COLUMN]
+    values = [f":{column}" for column in columns] + [
+        f"ST_GeomFromText(:{BBOX_COLUMN}, {INDEX_SRID})", f"ST_Multi(ST_GeomFromText(:{GEOMETRY}, {INDEX_SRID}))"]
+    names = [f'"{column}"' for column in [*columns, BBOX_COLUMN, GEOMETRY]]
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names[1:])
+    connection.execute(text(
+        f"INSERT INTO public.{_quoted(connection, collection.table)} ({', '.join(names)}) "
+        f"VALUES ({', '.join(values)}) "
+        f"ON CONFLICT ({COG_KEY_COLUMN}) DO UPDATE SET {updates}, updated = now()"), rows)
+    return _bump(connection, collection.table)
+
+
+def set_scan_links(connection: Connection, collection: Collection, links: Mapping[str, str]) -> int | None:
+    """Set ``dl_orig`` of rows by COG key (a scan uploaded, or removed, after its COG was made)."""
+    if not links or not _has_table(connection, collection.table):
+        return None
+    connection.execute(text(
+        f"UPDATE public.{_quoted(connection, collection.table)} SET dl_orig = :dl_orig, updated = now() "
+        f"WHERE {COG_KEY_COLUMN} = :cog_key"),
+        [{"cog_key": key, "dl_orig": link} for key, link in links.items()])
+    return _bump(connection, collection.table)
+
+
+def delete(connection: Connection, collection: Collection, cog_keys: Iterable[str]) -> int | None:
+    """Delete the rows of these COGs, in the caller's transaction."""
+    cog_keys = list(cog_keys)
+    if not cog_keys or not _has_table(connection, collection.table):
+        return None
+    connection.execute(text(
+        f"DELETE FROM public.{_quoted(connection, collection.table)} WHERE {COG_KEY_COLUMN} = ANY(:keys)"),
+        {"keys": cog_keys})
+    return _bump(connection, collection.table)
+
+
+def indexed(connection: Connection, collection: Collection) -> dict[str, IndexedCog]:
+    """The indexed COGs by key (none when the collection has no table of this layout)."""
+    if not _has_table(connection, collection.table):
+        return {}
+    result = connection.execute(text(
+        f"SELECT {COG_KEY_COLUMN}, {ETAG_COLUMN}, dl_orig FROM public.{_quoted(connection, collection.table)}"))
+    return {key: IndexedCog(etag, dl_orig) for key, etag, dl_orig in result}
+
+
+def generation(connection: Connection, collection: Collection) -> int:
+    """How many changes the table has seen (0 before it exists)."""
+    if not _has_table(connection, collection.table):
+        return 0
+    return connection.execute(text(f"SELECT generation FROM {CATALOG} WHERE table_name = :table"),
+                              {"table": collection.table}).scalar_one()
+
+
+def summary(connection: Connection, collection: Collection) -> IndexSummary:
+    if not _has_table(connection, collection.table):
+        return IndexSummary(0, 0, None)
+    count, *bounds = connection.execute(text(
+        "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+        f"(SELECT count(*) AS n, ST_Extent({GEOMETRY}) AS e "
+        f"FROM public.{_quoted(connection, collection.table)}) AS x")).one()
+    return IndexSummary(generation(connection, collection), count, tuple(bounds) if count else None)
+
+
+def read_index(connection: Connection, collection: Collection):
+    """The table (which must exist) as a GeoDataFrame of the users' columns, in COG key order."""
+    import geopandas as gpd
+
+    columns = ", ".join(f'"{column}"' for column in COLUMNS)
+    return gpd.read_postgis(
+        text(f"SELECT {KEY_COLUMN}, {columns}, {GEOMETRY} FROM public.{_quoted(connection, collection.table)} "
+             f"ORDER BY {COG_KEY_COLUMN}"),
+        connection, geom_col=GEOMETRY, index_col=KEY_COLUMN, crs=INDEX_CRS)
+
+
+# --- the shapefile ----------------------------------------------------------------------------
+
+def write_shapefile(index, collection: Collection, directory: str) -> dict[str, str]:
+    """Write the shapefile and its zip; return bucket key -> local file, the zip last."""
     base = os.path.join(directory, collection.name)
-    index.to_file(f"{base}.shp", driver="ESRI Shapefile", engine="pyogrio", encoding="UTF-8")
+    # RESIZE shrinks the text fields from 254 characters to the longest value:
+    # the .dbf of a thousand frames is a tenth of the size.
+    index.to_file(f"{base}.shp", driver="ESRI Shapefile", engine="pyogrio", encoding="UTF-8",
+                  layer_options={"RESIZE": "YES"})
     files = {collection.tile_index_key(ext): f"{base}{ext}" for ext in SHAPEFILE_PARTS
              if os.path.exists(f"{base}{ext}")}
     zip_path = os.path.join(directory, os.path.basename(collection.tile_index_zip_key))
@@ -82,21 +248,8 @@ def write_shapefile(index: gpd.GeoDataFrame, collection: Collection, directory: 
     return files
 
 
-def load_postgis(index: gpd.GeoDataFrame, engine: Engine, table: str) -> None:
-    """Replace table ``table`` with ``index`` in one transaction."""
-    table = validate_identifier(table)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{STAGING_SCHEMA}"'))
-    index.to_postgis(table, engine, schema=STAGING_SCHEMA, if_exists="replace", index=True,
-                     index_label=KEY_COLUMN)
-    with engine.begin() as connection:
-        connection.execute(text(f'ALTER TABLE "{STAGING_SCHEMA}"."{table}" ADD PRIMARY KEY ("{KEY_COLUMN}")'))
-        connection.execute(text(f'DROP TABLE IF EXISTS public."{table}"'))
-        connection.execute(text(f'ALTER TABLE "{STAGING_SCHEMA}"."{table}" SET SCHEMA public'))
-
-
-def extent(index: gpd.GeoDataFrame, pad_fraction: float = 0.05) -> list[float]:
-    """Bounds of the index, padded so edge frames are not flush with the map edge."""
-    minx, miny, maxx, maxy = index.total_bounds
+def extent(bounds: tuple[float, float, float, float], pad_fraction: float = 0.05) -> list[float]:
+    """``bounds`` padded, so edge frames are not flush with the map edge."""
+    minx, miny, maxx, maxy = bounds
     pad = max(maxx - minx, maxy - miny) * pad_fraction or 100.0
     return [minx - pad, miny - pad, maxx + pad, maxy + pad]

@@ -7,14 +7,15 @@ import os
 import geopandas
 import pytest
 import rasterio
-from rasterio.warp import transform_bounds
-from sqlalchemy import create_engine, text
-
 from owslib.wms import WebMapService
+from rasterio.warp import transform_bounds
+from rio_cogeo.cogeo import cog_validate
+from sqlalchemy import text
 
-from ls4_ops.layout import parse_key
+from ls4_ops.layout import WORK_PREFIX, parse_key
 from ls4_ops.mapfile import index_layer_name, mapfile_url
 from ls4_ops.tileindex import COLUMNS
+from include import local_stack
 from include.synthetic import make_frame, make_not_georeferenced
 from tests.integration import pipeline, wms
 
@@ -75,7 +76,7 @@ def processed(services, sources):
     return collections, runs
 
 
-def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources):
+def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources, tmp_path):
     collections, runs = processed
     assert {name: run.state for name, run in runs.items()} == {
         "testville_tops_1975_frames": "success", "testville_ams_1960_frames": "success"}
@@ -83,18 +84,36 @@ def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources):
     for key in sources:
         cog_key = parse_key(key).cog_key
         head = client.head_object(Bucket=pipeline.bucket(), Key=cog_key)
-        assert head["Metadata"]["ls4-source-etag"]
+        assert head["Metadata"]["ls4-source-etag"] == client.head_object(
+            Bucket=pipeline.bucket(), Key=key)["ETag"].strip('"')
         acl = client.get_object_acl(Bucket=pipeline.bucket(), Key=cog_key)
         assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in acl["Grants"])
+        local = str(tmp_path / "cog.tif")
+        client.download_file(pipeline.bucket(), cog_key, local)
+        is_valid, errors, _ = cog_validate(local, quiet=True)
+        assert is_valid, (cog_key, errors)
+
+
+def test_intermediates_are_removed_once_the_cogs_exist(processed):
+    collections, _ = processed
+    for collection in collections.values():
+        listing = pipeline.s3().list_objects_v2(Bucket=pipeline.bucket(), Prefix=f"{WORK_PREFIX}{collection.name}/")
+        assert listing["KeyCount"] == 0, [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_mapfile_is_published_with_the_s3fs_ownership_metadata(processed):
+    collections, _ = processed
+    head = pipeline.s3().head_object(Bucket=pipeline.bucket(), Key=collections["testville_ams_1960_frames"].mapfile_key)
+    assert {key: head["Metadata"][key] for key in ("uid", "gid", "mode")} == {
+        "uid": os.environ.get("LS4_MAPFILE_UID", "0"), "gid": os.environ.get("LS4_MAPFILE_GID", "0"),
+        "mode": str(0o100644)}
+    assert abs(int(head["Metadata"]["mtime"]) - head["LastModified"].timestamp()) < 120
 
 
 def test_tile_index_in_postgis_and_s3(processed, tmp_path):
     collections, _ = processed
     nc = collections["testville_tops_1975_frames"]
-    env = os.environ
-    engine = create_engine(f"postgresql+psycopg2://{env['LS4_PG_USER']}:{env['LS4_PG_PASSWORD']}@"
-                           f"{env['LS4_PG_HOST']}:{env['LS4_PG_PORT']}/{env['LS4_PG_DB']}")
-    with engine.connect() as connection:
+    with local_stack.postgis_engine().connect() as connection:
         rows = connection.execute(text(
             "select location, src_srs, date, roll, frame_num, dl_orig, dl_georef, dl_index, "
             "ST_SRID(geom) from testville_tops_1975_frames order by frame_num")).all()
@@ -170,7 +189,7 @@ def test_unchanged_collection_run_does_no_raster_work(processed, sources):
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan"] == "success"
-    assert states.get("frame.compress") in (None, "skipped")
+    assert [states[task] for task in ("frame.compress", "tile_index", "mapfile")] == ["skipped"] * 3
     after = pipeline.last_modified(cogs)
     assert after == before
 

@@ -1,5 +1,6 @@
 """What parsing the DAG folder costs: no library that only tasks need is imported, no lasting side effect."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,7 +41,8 @@ def parse_dag_folder(tmp_path, **env) -> dict:
 
 def test_dag_folder_parses_without_task_only_libraries(tmp_path):
     parsed = parse_dag_folder(tmp_path)
-    assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_discovery", "ls4_travis_usda_1951_index"]
+    assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_compiled_index", "ls4_discovery",
+                              "ls4_travis_usda_1951_index"]
     assert "ls4_ops.operators" in parsed["modules"]
     assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
     # The factory pauses the garbage collector while it builds, and only then.
@@ -50,4 +52,22 @@ def test_dag_folder_parses_without_task_only_libraries(tmp_path):
 def test_a_task_builds_only_its_own_collection_dag(tmp_path):
     """Before a task runs, Airflow parses its DAG file with the DAG id in the parsing context."""
     parsed = parse_dag_folder(tmp_path, _AIRFLOW_PARSING_CONTEXT_DAG_ID="ls4_travis_usda_1951_index")
-    assert parsed["dags"] == ["ls4_discovery", "ls4_travis_usda_1951_index"]
+    assert parsed["dags"] == ["ls4_compiled_index", "ls4_discovery", "ls4_travis_usda_1951_index"]
+
+
+def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_every_frame():
+    from ls4_ops.settings import Settings
+
+    spec = importlib.util.spec_from_file_location("ls4_collections_factory", os.path.join(ROOT, "dags",
+                                                                                         "ls4_collections.py"))
+    factory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(factory)
+    dag = factory.collection_dag(parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection, Settings())
+    assert dag.max_active_runs == 1
+    # A failed frame must not keep the others out of the index; a failed plan fails the run.
+    assert dag.get_task("frames_done").upstream_task_ids == {"frame.cog"}
+    assert dag.get_task("frames_done").trigger_rule == "all_done"
+    index = dag.get_task("tile_index")
+    assert index.upstream_task_ids == {"plan", "frames_done"}
+    assert index.trigger_rule == "all_success"
+    assert dag.get_task("mapfile").upstream_task_ids == {"tile_index"}

@@ -1,5 +1,6 @@
 import json
 import re
+from datetime import datetime, timezone
 
 import mappyfile
 import pytest
@@ -7,6 +8,8 @@ import pytest
 from ls4_ops import mapfile, registry
 from ls4_ops.layout import parse_key
 from ls4_ops.notify import FileNotifier, Notification, notifier_from_setting
+from ls4_ops.plan import S3Object
+from ls4_ops.settings import Settings
 
 C = parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection
 
@@ -29,10 +32,15 @@ def test_mapfile_is_valid_for_mapserver_8_and_parses_back():
         "http://wms.example/wms/?map=/mapfiles/anderson_ams_1960_frames.map&")
 
 
-def test_mapfile_holds_no_secret():
-    text = mapfile.render(built())
-    assert "service=ls4" in text
-    assert not re.search(r"password|user=|host=|AWS_|SECRET", text, re.IGNORECASE)
+def test_mapfile_holds_no_secret_of_the_deployment():
+    secrets = {"LS4_S3_SECRET_KEY": "s3-secret-4711", "LS4_S3_ACCESS_KEY": "s3-key-4711",
+               "LS4_PG_PASSWORD": "pg-secret-4711", "LS4_PG_USER": "pg-user-4711", "LS4_PG_HOST": "db.internal"}
+    settings = Settings.from_env({**secrets, "LS4_WMS_URL": "http://wms.example/wms/", "LS4_PG_SERVICE": "ls4"})
+    text = mapfile.render(mapfile.build(C, [0, 0, 1000, 1000], wms_url=settings.wms_url,
+                                        pg_service=settings.pg_service))
+    assert 'CONNECTION "service=ls4"' in text
+    assert not [value for value in secrets.values() if value in text]
+    assert not re.search(r"password|user=|host=|AWS_", text, re.IGNORECASE)
 
 
 def test_invalid_mapfile_is_refused():
@@ -108,6 +116,30 @@ def test_scans_without_georef_are_those_no_collection_dag_handles():
     assert without_georef.scans_without_georef() == [
         "nc/anderson/ams_1960/frames/scanned/a.tif", "bw/travis/usgs_1952/frames/scanned/b.TIF",
         "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
+
+
+def test_discovery_registers_new_collections_and_reports_only_what_is_new():
+    def listed(key, minute):
+        return S3Object(key, "e", 10, datetime(2026, 1, 1, 0, minute, tzinfo=timezone.utc))
+    since = datetime(2026, 1, 1, 0, 30, tzinfo=timezone.utc)
+    objects = [
+        listed("nc/anderson/ams_1960/frames/georef/a.tif", 1),
+        listed("bw/anderson/ams_1960/frames/georef/b.tif", 40),  # same name as the registered nc/ folder
+        listed("bw/travis/usgs_1952/frames/scanned/old.tif", 1),
+        listed("bw/travis/usgs_1952/frames/scanned/new.tif", 40),
+        listed("bw/nowhere/old.tif", 1),
+        listed("bw/nowhere/new.tif", 40),
+        listed("nc/anderson/ams_1960/frames/cog/tile_index/x.zip", 40),  # ls4's own output
+    ]
+    found = registry.discover(objects, {C.name: C}, since)
+    assert found.registry is None and found.new == []  # nothing to save
+    assert found.make_public == ["bw/travis/usgs_1952/frames/scanned/new.tif"]
+    assert [(n.subject, n.key) for n in found.notices] == [
+        ("upload outside the bucket layout", "bw/nowhere/new.tif"),
+        ("collection not registered", "bw/anderson/ams_1960/frames/georef/b.tif")]
+    first = registry.discover(objects, {}, None)
+    assert first.new == ["anderson_ams_1960_frames"] and list(first.registry) == [C.name]
+    assert len(first.notices) == 3
 
 
 def test_file_notifier_writes_one_json_line_per_notification(tmp_path):

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ls4_ops.operators.notifications import new_since_last_success
+from ls4_ops.operators.notifications import last_success_start
 from ls4_ops.plan import S3Object
 
 RUN_START = datetime(2026, 5, 1, 12, 0, 30, 600_000, tzinfo=timezone.utc)
@@ -20,13 +20,10 @@ def listed(second: int) -> S3Object:
 def test_objects_from_the_second_the_last_run_began_count_as_new(second, new):
     # An upload at 12:00:30.9, after the run that began at 12:00:30.6 listed
     # the bucket, is listed as 12:00:30: it must not be taken as already seen.
-    assert new_since_last_success(listed(second), {"prev_start_date_success": RUN_START}) is new
+    assert listed(second).changed_since(last_success_start({"prev_start_date_success": RUN_START})) is new
 
 
 @pytest.mark.parametrize("context", [{}, {"prev_start_date_success": None}])
 def test_without_a_previous_success_everything_is_new(context):
-    assert new_since_last_success(listed(0), context)
-
-
-def test_an_object_missing_from_the_listing_is_new():
-    assert new_since_last_success(None, {"prev_start_date_success": RUN_START})
+    assert last_success_start(context) is None
+    assert listed(0).changed_since(None)

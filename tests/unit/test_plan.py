@@ -1,37 +1,127 @@
+"""Planning a collection run: raster work, index work, what to publish and notify."""
+
 from datetime import datetime, timezone
 
 import pytest
 
 from ls4_ops.layout import parse_key
-from ls4_ops.plan import RunRequest, S3Object, plan_uploads, run_request
+from ls4_ops.plan import CogSource, CollectionState, RunRequest, S3Object, cogs_to_inspect, plan_run, run_request
+from ls4_ops.settings import Settings
+from ls4_ops.tileindex import IndexedCog
 
 PREFIX = "nc/anderson/tops_1975/frames/georef/"
 COLLECTION = parse_key(PREFIX + "x.tif").collection
 COG = "nc/anderson/tops_1975/frames/cog/"
+SCANNED = "nc/anderson/tops_1975/frames/scanned/"
+SETTINGS = Settings(public_url="https://pub")
+EARLIER = datetime(2026, 1, 1, 0, 30, tzinfo=timezone.utc)
 
 
-def obj(name, etag="e1", size=10, minute=0):
-    return S3Object(PREFIX + name, etag, size, datetime(2026, 1, 1, 0, minute, tzinfo=timezone.utc))
+def obj(name, etag="e1", size=10, minute=0, prefix=PREFIX):
+    return S3Object(prefix + name, etag, size, datetime(2026, 1, 1, 0, minute, tzinfo=timezone.utc))
+
+
+def processed(georef, made_from, scans=(), **state):
+    """The state of a collection whose COGs (and index rows) were made from the ETags in ``made_from``."""
+    cogs = {COG + name: obj(name, "cog-etag", prefix=COG) for name in made_from}
+    rows = {COG + name: IndexedCog(etag, "") for name, etag in made_from.items()}
+    scanned = {SCANNED + name: obj(name, prefix=SCANNED) for name in scans}
+    return CollectionState(georef=georef, scanned=scanned, cogs=cogs, indexed=state.pop("indexed", rows),
+                           **state)
+
+
+def planned(state, request=RunRequest(), since=EARLIER):
+    state.sources = {key: state.sources.get(key, CogSource(state.indexed[key].source_etag, "k")
+                                            if key in state.indexed else None)
+                     for key in cogs_to_inspect(COLLECTION, state)} | dict(state.sources)
+    return plan_run(COLLECTION, state, request, since=since, settings=SETTINGS)
 
 
 def test_new_and_changed_uploads_are_planned_unchanged_are_not():
     georef = [obj("a.tif", "e1"), obj("b.tif", "e2"), obj("c.TIF", "e3")]
-    processed = {COG + "a.tif": "e1", COG + "b.tif": "old"}
-    plan = plan_uploads(COLLECTION, georef, processed)
+    plan = planned(processed(georef, {"a.tif": "e1", "b.tif": "old"}))
     assert [item["key"] for item in plan.todo] == [PREFIX + "b.tif", PREFIX + "c.TIF"]
-    assert plan.todo[1] == {"key": PREFIX + "c.TIF", "etag": "e3", "cog_key": COG + "c.tif"}
+    assert plan.todo[1] == {"key": PREFIX + "c.TIF", "etag": "e3", "cog_key": COG + "c.tif", "scan": ""}
     assert plan.up_to_date == [PREFIX + "a.tif"]
     assert plan.problems == []
 
 
+def test_an_unchanged_collection_needs_no_head_and_has_no_work():
+    georef = [obj("a.tif"), obj("b.tif")]
+    state = processed(georef, {"a.tif": "e1", "b.tif": "e1"}, published_index=4, published_mapfile=4,
+                      generation=4)
+    assert cogs_to_inspect(COLLECTION, state) == []
+    plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
+    assert not plan.has_work
+    assert plan.make_public == [] and plan.notices == []
+
+
+def test_a_cog_without_its_row_is_indexed_without_raster_work():
+    georef = [obj("a.tif", "e1"), obj("b.tif", "e2")]
+    state = processed(georef, {"a.tif": "e1", "b.tif": "e2"}, indexed={COG + "a.tif": IndexedCog("e1", "")})
+    assert cogs_to_inspect(COLLECTION, state) == [COG + "b.tif"]
+    state.sources = {COG + "b.tif": CogSource("e2", PREFIX + "b.tif")}
+    plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
+    assert plan.todo == []
+    assert plan.index.add == [{"key": PREFIX + "b.tif", "etag": "e2", "cog_key": COG + "b.tif", "scan": ""}]
+
+
+def test_a_cog_made_from_an_older_version_is_redone_even_if_its_row_is_missing():
+    state = processed([obj("a.tif", "new")], {"a.tif": "old"}, indexed={})
+    state.sources = {COG + "a.tif": CogSource("old", PREFIX + "a.tif")}
+    plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
+    assert [item["key"] for item in plan.todo] == [PREFIX + "a.tif"]
+    assert plan.index.add == []
+
+
+def test_a_scan_uploaded_after_its_cog_updates_the_download_link():
+    state = processed([obj("a.tif")], {"a.tif": "e1"}, scans=["a.TIF"], generation=1, published_index=1,
+                      published_mapfile=1)
+    plan = planned(state)
+    assert plan.todo == []
+    assert plan.index.scan_links == {COG + "a.tif": f"https://pub/{SCANNED}a.TIF"}
+
+
+def test_deleted_upload_removes_its_cog_and_row_and_a_stray_object_is_only_reported():
+    georef = [obj("a.tif")]
+    state = processed(georef, {"a.tif": "e1", "gone.tif": "e9"})
+    state.cogs[COG + "notes.tif"] = obj("notes.tif", prefix=COG, minute=40)
+    state.indexed = {**state.indexed, COG + "row-only.tif": IndexedCog("e5", "")}
+    assert cogs_to_inspect(COLLECTION, state) == [COG + "gone.tif", COG + "notes.tif"]
+    state.sources = {COG + "gone.tif": CogSource("e9", PREFIX + "gone.tif"), COG + "notes.tif": CogSource("", "")}
+    plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
+    assert plan.index.remove == [
+        {"cog_key": COG + "gone.tif", "source_key": PREFIX + "gone.tif", "delete_cog": True},
+        {"cog_key": COG + "row-only.tif", "source_key": "", "delete_cog": False},
+    ]
+    assert [(n.subject, n.key) for n in plan.notices] == [("object under cog/ not made by ls4", COG + "notes.tif")]
+    # Reported once: the next run (which began after it appeared) says nothing more.
+    later = plan_run(COLLECTION, state, since=datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc), settings=SETTINGS)
+    assert later.notices == []
+
+
+def test_published_files_behind_the_table_are_republished():
+    georef = [obj("a.tif")]
+    up_to_date = processed(georef, {"a.tif": "e1"}, generation=7, published_index=7, published_mapfile=7)
+    assert not planned(up_to_date).has_work
+    for behind in ({"published_index": 6}, {"published_mapfile": None}):
+        state = processed(georef, {"a.tif": "e1"}, generation=7, **{"published_index": 7,
+                                                                     "published_mapfile": 7, **behind})
+        plan = planned(state)
+        assert plan.index.publish and plan.has_work and plan.todo == []
+    # An empty index has no mapfile to keep current.
+    empty = processed([], {}, generation=2, published_index=2, published_mapfile=None)
+    assert not planned(empty).has_work
+
+
 def test_force_and_keys_select_what_is_reprocessed():
     georef = [obj("a.tif"), obj("b.tif"), obj("c.tif")]
-    processed = {COG + name: "e1" for name in ("a.tif", "b.tif", "c.tif")}
-    assert plan_uploads(COLLECTION, georef, processed).todo == []
-    assert len(plan_uploads(COLLECTION, georef, processed, RunRequest(force=True)).todo) == 3
+    state = processed(georef, {name: "e1" for name in ("a.tif", "b.tif", "c.tif")})
+    assert planned(state).todo == []
+    assert len(planned(state, RunRequest(force=True)).todo) == 3
     # Naming up-to-date uploads is enough to reprocess them; force adds nothing then.
     for force in (False, True):
-        only = plan_uploads(COLLECTION, georef, processed, RunRequest((PREFIX + "b.tif", PREFIX + "c.tif"), force))
+        only = planned(state, RunRequest((PREFIX + "b.tif", PREFIX + "c.tif"), force))
         assert [item["key"] for item in only.todo] == [PREFIX + "b.tif", PREFIX + "c.tif"]
         assert only.up_to_date == [] and only.not_found == []
 
@@ -39,25 +129,26 @@ def test_force_and_keys_select_what_is_reprocessed():
 def test_bad_uploads_are_reported_and_never_block_the_rest():
     georef = [obj("good.tif"), obj("empty.tif", size=0), obj("bad name.tif"),
               S3Object("nc/anderson/tops_1975/frames/georef/sub/x.tif", "e", 5)]
-    plan = plan_uploads(COLLECTION, georef, {})
+    plan = planned(processed(georef, {}), since=None)  # a first run: everything is new
     assert [item["key"] for item in plan.todo] == [PREFIX + "good.tif"]
     reasons = dict(plan.problems)
     assert "empty (0 bytes)" in reasons[PREFIX + "empty.tif"]
     assert "no spaces" in reasons[PREFIX + "bad name.tif"]
     assert "6 path parts" in reasons["nc/anderson/tops_1975/frames/georef/sub/x.tif"]
+    assert {n.key for n in plan.notices if n.subject == "upload not processed"} == set(reasons)
 
 
 def test_same_stem_in_two_cases_uses_the_newer_upload_and_reports_the_other():
     georef = [obj("a.TIF", "new", minute=5), obj("a.tif", "old", minute=1)]
-    plan = plan_uploads(COLLECTION, georef, {})
-    assert plan.todo == [{"key": PREFIX + "a.TIF", "etag": "new", "cog_key": COG + "a.tif"}]
+    plan = planned(processed(georef, {}))
+    assert plan.todo == [{"key": PREFIX + "a.TIF", "etag": "new", "cog_key": COG + "a.tif", "scan": ""}]
     assert [key for key, _ in plan.problems] == [PREFIX + "a.tif"]
 
 
 def test_requested_keys_that_cannot_be_processed_are_named_with_the_reason():
     georef = [obj("a.tif"), obj("empty.tif", size=0), obj("d.TIF", minute=5), obj("d.tif", minute=1)]
     asked = (PREFIX + "zzz.tif", PREFIX + "empty.tif", PREFIX + "d.tif", PREFIX + "a.tif")
-    plan = plan_uploads(COLLECTION, georef, {}, RunRequest(asked))
+    plan = planned(processed(georef, {}), RunRequest(asked))
     assert [item["key"] for item in plan.todo] == [PREFIX + "a.tif"]
     reasons = dict(plan.not_found)
     assert list(reasons) == list(asked[:3])
@@ -67,9 +158,28 @@ def test_requested_keys_that_cannot_be_processed_are_named_with_the_reason():
 
 
 def test_folder_markers_are_neither_uploads_nor_problems():
-    plan = plan_uploads(COLLECTION, [S3Object(PREFIX, "e0", 0), obj("a.tif")], {})
+    plan = planned(processed([S3Object(PREFIX, "e0", 0), obj("a.tif")], {}))
     assert [item["key"] for item in plan.todo] == [PREFIX + "a.tif"]
     assert plan.problems == []
+
+
+def test_new_scans_and_planned_uploads_are_made_public_and_missing_scans_notified():
+    georef = [obj("19750312_4-1.tif", minute=50), obj("19750312_4-2.tif", minute=50), obj("old.tif", minute=1)]
+    state = processed(georef, {"old.tif": "e1"}, scans=["19750312_4-1.TIF"])
+    state.scanned[SCANNED + "older.tif"] = obj("older.tif", prefix=SCANNED, minute=5)
+    plan = planned(state)
+    assert [item["scan"] for item in plan.todo] == [SCANNED + "19750312_4-1.TIF", ""]
+    # Older objects were made public by the run that saw them first.
+    assert sorted(plan.make_public) == [PREFIX + "19750312_4-1.tif", PREFIX + "19750312_4-2.tif"]
+    assert [(n.subject, n.key) for n in plan.notices] == [("original scan missing", PREFIX + "19750312_4-2.tif")]
+    forced = planned(state, RunRequest(force=True))
+    assert SCANNED + "older.tif" in forced.make_public and PREFIX + "old.tif" in forced.make_public
+
+
+def test_names_that_do_not_parse_are_processed_and_notified():
+    plan = planned(processed([obj("oddname.tif")], {}))
+    assert [item["key"] for item in plan.todo] == [PREFIX + "oddname.tif"]
+    assert ("file name not understood", PREFIX + "oddname.tif") in [(n.subject, n.key) for n in plan.notices]
 
 
 @pytest.mark.parametrize("keys, force, expected", [

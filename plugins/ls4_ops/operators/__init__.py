@@ -2,21 +2,23 @@
 and hand the work to the core modules."""
 
 from ls4_ops.operators.collection import (
-    BuildTileIndexOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
     ReportRunOperator,
+    TileIndexOperator,
 )
+from ls4_ops.operators.compiled import CompileIndexOperator
 from ls4_ops.operators.discovery import DiscoverCollectionsOperator
 from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOperator
 
 __all__ = [
-    "BuildTileIndexOperator",
     "CogOperator",
+    "CompileIndexOperator",
     "CompressOperator",
     "DiscoverCollectionsOperator",
     "OverviewsOperator",
     "PlanUploadsOperator",
     "PublishMapfileOperator",
     "ReportRunOperator",
+    "TileIndexOperator",
 ]

@@ -19,11 +19,12 @@ from airflow.sdk import BaseOperator
 
 from ls4_ops.hooks import Ls4S3Hook
 from ls4_ops.layout import Collection, LayoutError, parse_key
-from ls4_ops.plan import S3Object
+from ls4_ops.operators.notifications import send
+from ls4_ops.plan import Notice, S3Object
 from ls4_ops.settings import Settings
 
 if TYPE_CHECKING:
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from sqlalchemy.engine import Engine
 
 
 class Ls4Operator(BaseOperator):
@@ -36,6 +37,7 @@ class Ls4Operator(BaseOperator):
 
     bucket_name: str
     aws_conn_id: str
+    postgis_conn_id: str = ""
     collection_name = ""
 
     def use_bucket(self, bucket_name: str | None, aws_conn_id: str | None) -> None:
@@ -54,19 +56,29 @@ class Ls4Operator(BaseOperator):
     def settings(self) -> Settings:
         return Settings.from_env()
 
-    def postgres(self) -> PostgresHook:
+    @cached_property
+    def postgis(self) -> Engine:
+        """The tile-index database, through the postgres provider's hook."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        return PostgresHook(postgres_conn_id=self.settings.postgis_conn_id)
+        return PostgresHook(postgres_conn_id=self.postgis_conn_id or self.settings.postgis_conn_id
+                            ).get_sqlalchemy_engine()
 
 
 class CollectionOperator(Ls4Operator):
-    """An operator on one collection; ``collection`` is ``Collection.to_dict()`` (JSON-able)."""
+    """An operator on one collection; ``collection`` is ``Collection.to_dict()`` (JSON-able).
+
+    :param collection: the collection, as ``Collection.to_dict()`` gives it
+    :param bucket_name: the ls4 bucket
+    :param aws_conn_id: Airflow connection of the bucket
+    :param postgis_conn_id: Airflow connection of the tile-index database
+    """
 
     def __init__(self, *, collection: dict, bucket_name: str | None = None, aws_conn_id: str | None = None,
-                 **kwargs):
+                 postgis_conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.use_bucket(bucket_name, aws_conn_id)
+        self.postgis_conn_id = postgis_conn_id or ""
         self.collection = collection
 
     @cached_property
@@ -77,10 +89,10 @@ class CollectionOperator(Ls4Operator):
     def collection_name(self) -> str:
         return self.coll.name
 
-    def cog_keys(self) -> list[str]:
-        """The collection's COGs (not the tile-index files beside them)."""
-        return [obj.key for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
-                if self.coll.is_cog_key(obj.key)]
+    def cogs(self) -> dict[str, S3Object]:
+        """The collection's COGs by key (not the tile-index files beside them)."""
+        return {obj.key: obj for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
+                if self.coll.is_cog_key(obj.key)}
 
     def scans(self) -> dict[str, S3Object]:
         """The collection's scanned uploads by key. Other objects under
@@ -93,3 +105,7 @@ class CollectionOperator(Ls4Operator):
                 continue
             scans[obj.key] = obj
         return scans
+
+    def notify(self, notice: Notice) -> None:
+        send(notice.subject, notice.reason, key=notice.key, collection=self.coll.name,
+             source=f"{self.dag_id}.{self.task_id}")

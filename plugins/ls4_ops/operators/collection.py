@@ -1,30 +1,33 @@
-"""Collection-level tasks: plan the run, rebuild the tile index, publish the
-mapfile, and report what the run did."""
+"""Collection-level tasks: plan the run, bring the tile index up to date, publish
+the mapfile, and report what the run did."""
 
 from __future__ import annotations
 
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.bases.skipmixin import SkipMixin
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ls4_ops import mapfile
-from ls4_ops.layout import OriginalScans, frame_attributes, needs_scan, parse_key
+from ls4_ops import mapfile, plan, tileindex
 from ls4_ops.operators.base import CollectionOperator
-from ls4_ops.operators.notifications import new_since_last_success, send
-from ls4_ops.plan import plan_uploads, run_request
+from ls4_ops.operators.notifications import last_success_start
+from ls4_ops.s3env import vsis3_path
 
-# Reading footprints is I/O bound (a HEAD and a range GET per COG).
-FOOTPRINT_THREADS = 8
+INDEX_WORK_XCOM = "index"
 
 
-class PlanUploadsOperator(CollectionOperator):
-    """List the collection's uploads and return those that need raster work.
+class PlanUploadsOperator(CollectionOperator, SkipMixin):
+    """Decide what the run must do; return the uploads that need raster work.
 
-    Also makes new scans and georef uploads public-read, and notifies about
-    uploads that cannot be processed or whose original scan is missing.
-    ``keys`` and ``force`` come from a manual run's conf: a bad conf, or a
-    key that cannot be processed, fails the task before anything is done.
+    Looks at the collection's uploads, COGs and index (a listing of each
+    prefix, one query, and a HEAD only for COGs the index does not vouch
+    for). Makes new scans and uploads public-read and notifies about uploads
+    that cannot be processed, missing scans and odd names. Index work that
+    needs no raster work goes to ``tile_index`` by XCom (key ``index``). When
+    there is nothing at all to do, every task after this one is skipped.
+
+    :param keys: from a manual run's conf: the uploads to reprocess
+    :param force: from a manual run's conf: reprocess the whole collection
     """
 
     template_fields = ("keys", "force")
@@ -36,90 +39,116 @@ class PlanUploadsOperator(CollectionOperator):
 
     def execute(self, context):
         try:
-            request = run_request(self.coll, self.bucket_name, self.keys, self.force)
+            request = plan.run_request(self.coll, self.bucket_name, self.keys, self.force)
         except ValueError as error:
             raise AirflowFailException(str(error)) from error
-        georef = self.s3.list_objects(self.bucket_name, self.coll.prefix("georef"))
-        scanned = self.scans()
-        plan = plan_uploads(self.coll, georef, self.processed_etags(), request)
-        if plan.not_found:
+        state = self.collection_state()
+        state.sources = {key: self.s3.cog_source(self.bucket_name, key)
+                         for key in plan.cogs_to_inspect(self.coll, state)}
+        run = plan.plan_run(self.coll, state, request, since=last_success_start(context), settings=self.settings)
+        if run.not_found:
             raise AirflowFailException("nothing was processed; these keys cannot be: " + "; ".join(
-                f"{key}: {reason}" for key, reason in plan.not_found))
+                f"{key}: {reason}" for key, reason in run.not_found))
+        for notice in run.notices:
+            self.notify(notice)
+        for key in run.make_public:
+            self.s3.set_public_read(self.bucket_name, key)
+        self.log.info("%d to process, %d up to date, %d problems; index: %d to add, %d links, %d to remove, "
+                      "publish %s", len(run.todo), len(run.up_to_date), len(run.problems), len(run.index.add),
+                      len(run.index.scan_links), len(run.index.remove), run.index.publish)
+        context["ti"].xcom_push(key=INDEX_WORK_XCOM, value=run.index.to_dict())
+        if not run.has_work:
+            self.log.info("nothing changed since the last run: nothing to do")
+            self.skip(context["ti"], self.get_direct_relatives(upstream=False))
+        return run.todo
 
-        # A forced run goes over everything again, notifications included.
-        is_new = (lambda obj: True) if request.force else (lambda obj: new_since_last_success(obj, context))
-        by_key = {obj.key: obj for obj in georef}
-        for key, reason in plan.problems:
-            if is_new(by_key.get(key)):
-                self.notify("upload not processed", reason, key)
-        for obj in [*scanned.values(), *(by_key[item["key"]] for item in plan.todo)]:
-            if is_new(obj):
-                self.s3.set_public_read(self.bucket_name, obj.key)
-        self.check_scans(plan.todo, OriginalScans(scanned))
-        self.check_names(plan.todo)
-
-        self.log.info("%d to process, %d up to date, %d problems", len(plan.todo), len(plan.up_to_date),
-                      len(plan.problems))
-        return plan.todo
-
-    def processed_etags(self) -> dict[str, str]:
-        cogs = self.cog_keys()
-        with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
-            etags = pool.map(lambda key: self.s3.source_etag(self.bucket_name, key), cogs)
-            return dict(zip(cogs, etags))
-
-    def check_scans(self, todo: list[dict], scans: OriginalScans) -> None:
-        if not needs_scan(self.coll):
-            return
-        for item in todo:
-            upload = parse_key(item["key"])
-            if scans.find(upload) is None:
-                self.notify("original scan missing",
-                            f"no original scan at {' or '.join(upload.scanned_candidates())}; the georef "
-                            "upload is processed, upload the scan so its download link works", item["key"])
-
-    def check_names(self, todo: list[dict]) -> None:
-        for item in todo:
-            attributes = frame_attributes(self.coll, parse_key(item["key"]).stem)
-            if not attributes.parsed:
-                self.notify("file name not understood", attributes.problem + "; it is processed anyway, "
-                            "rename it to fill them in", item["key"])
-
-    def notify(self, subject: str, reason: str, key: str) -> None:
-        send(subject, reason, key=key, collection=self.coll.name, source=f"{self.dag_id}.{self.task_id}")
+    def collection_state(self) -> plan.CollectionState:
+        with self.postgis.connect() as connection:
+            indexed = tileindex.indexed(connection, self.coll)
+            generation = tileindex.generation(connection, self.coll)
+        return plan.CollectionState(
+            georef=self.s3.list_objects(self.bucket_name, self.coll.prefix("georef")),
+            scanned=self.scans(),
+            cogs=self.cogs(),
+            indexed=indexed,
+            generation=generation,
+            published_index=self.s3.published_generation(self.bucket_name, self.coll.tile_index_zip_key),
+            published_mapfile=self.s3.published_generation(self.bucket_name, self.coll.mapfile_key),
+        )
 
 
-class BuildTileIndexOperator(CollectionOperator):
-    """Rebuild the collection's tile index from its COGs: shapefile + zip in S3, table in PostGIS."""
+class TileIndexOperator(CollectionOperator):
+    """Finish the index work of the run and publish the shapefile from the table.
+
+    The frames of this run upserted their own rows. This task adds the rows
+    of current COGs that have none, updates scan links, removes the COGs and
+    rows of deleted uploads (notifying each), all in one transaction, and
+    rewrites the shapefile and its zip from the table when they are behind
+    it. Returns the index's extent, size and generation for the mapfile.
+
+    :param index_work: what ``plan`` found to do (``IndexWork.to_dict()``)
+    """
+
+    template_fields = ("index_work",)
+
+    def __init__(self, *, index_work: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.index_work = index_work
 
     def execute(self, context):
-        from ls4_ops import tileindex
+        work = plan.IndexWork(**self.index_work)
+        added = [self.row_of_existing_cog(item) for item in work.add]
+        with self.postgis.begin() as connection:
+            tileindex.ensure_table(connection, self.coll)
+            tileindex.upsert(connection, self.coll, [row for row in added if row])
+            tileindex.set_scan_links(connection, self.coll, work.scan_links)
+            tileindex.delete(connection, self.coll, [item["cog_key"] for item in work.remove])
+        deleted_cogs = [item["cog_key"] for item in work.remove if item["delete_cog"]]
+        if deleted_cogs:
+            self.s3.delete_objects(self.bucket_name, deleted_cogs)
+        for item in work.remove:
+            self.notify(plan.removal_notice(self.coll, item))
+        return self.publish_shapefile()
 
-        cogs = self.cog_keys()
-        scanned = OriginalScans(self.scans())
-        settings = self.settings
-        with self.s3.endpoint().rasterio_env():
-            with ThreadPoolExecutor(FOOTPRINT_THREADS) as pool:
-                records = list(pool.map(
-                    lambda key: tileindex.index_record(self.coll, key, settings, scanned), cogs))
-        index = tileindex.build_index(records)
-        if index.empty:
-            raise AirflowFailException(f"{self.coll.name} has no COG yet: nothing to index")
+    def row_of_existing_cog(self, item: dict) -> dict | None:
+        """The row of a COG made by an earlier run, its footprint read from a small overview
+        level of its mask; None (and a notice) when the COG cannot be read."""
+        import rasterio
+        from rasterio.errors import RasterioIOError
 
-        with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
-            files = tileindex.write_shapefile(index, self.coll, directory)
-            # The zip last: it is what users download, and it appears only when complete.
-            for key in sorted(files, key=lambda k: k == self.coll.tile_index_zip_key):
-                self.s3.upload(files[key], self.bucket_name, key, acl="public-read")
-        tileindex.load_postgis(index, self.postgres().get_sqlalchemy_engine(), self.coll.table)
-        self.log.info("tile index of %s: %d features", self.coll.name, len(index))
-        return {"extent": tileindex.extent(index), "count": len(index)}
+        try:
+            with self.s3.endpoint().rasterio_env(), \
+                    rasterio.open(vsis3_path(self.bucket_name, item["cog_key"])) as cog:
+                return tileindex.index_row(cog, self.coll, item, self.settings)
+        except (RasterioIOError, ValueError) as error:
+            self.notify(plan.Notice("COG not indexed", f"{item['cog_key']} cannot be read ({error}); it stays "
+                                    "out of the index: reprocess the upload (a run with its key)", item["key"]))
+            return None
+
+    def publish_shapefile(self) -> dict:
+        """Write the shapefile and zip from the table when the published ones are behind it."""
+        # One snapshot: the rows written out and the generation recorded are of the same table.
+        with self.postgis.execution_options(isolation_level="REPEATABLE READ").begin() as connection:
+            summary = tileindex.summary(connection, self.coll)
+            published = self.s3.published_generation(self.bucket_name, self.coll.tile_index_zip_key)
+            if published != summary.generation:
+                index = tileindex.read_index(connection, self.coll)
+                with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
+                    files = tileindex.write_shapefile(index, self.coll, directory)
+                    # The zip last: it is what users download, and it appears only when complete.
+                    for key, path in files.items():
+                        self.s3.upload(path, self.bucket_name, key, acl="public-read",
+                                       metadata={tileindex.GENERATION_METADATA: str(summary.generation)})
+        self.log.info("tile index of %s: %d features, generation %d", self.coll.name, summary.count,
+                      summary.generation)
+        return {"extent": summary.bounds and tileindex.extent(summary.bounds), "count": summary.count,
+                "generation": summary.generation}
 
 
 class PublishMapfileOperator(CollectionOperator):
     """Build the mapfile with mappyfile and publish it to ``mapfiles/``.
 
-    ``tile_index`` is what BuildTileIndexOperator returned (its extent is the map's).
+    :param tile_index: what TileIndexOperator returned (its extent is the map's)
     """
 
     template_fields = ("tile_index",)
@@ -129,6 +158,9 @@ class PublishMapfileOperator(CollectionOperator):
         self.tile_index = tile_index
 
     def execute(self, context):
+        if not self.tile_index["count"]:
+            raise AirflowSkipException(f"{self.coll.name} has no indexed COG: there is nothing to serve")
+        generation = str(self.tile_index["generation"])
         settings = self.settings
         text = mapfile.render(mapfile.build(self.coll, list(self.tile_index["extent"]), wms_url=settings.wms_url,
                                             pg_service=settings.pg_service))
@@ -136,14 +168,18 @@ class PublishMapfileOperator(CollectionOperator):
             handle.write(text)
             handle.flush()
             self.s3.upload(handle.name, self.bucket_name, self.coll.mapfile_key, content_type="text/plain",
-                           metadata=mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid))
+                           metadata={**mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid),
+                                     tileindex.GENERATION_METADATA: generation})
         url = mapfile.mapfile_url(self.coll, settings.wms_url)
         self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.coll.name, url)
         return url
 
 
 class ReportRunOperator(CollectionOperator):
-    """Fail the run (so operators see it) when a planned upload has no current COG."""
+    """Fail the run (so operators see it) when a planned upload has no current COG in the index.
+
+    :param planned: what ``plan`` returned
+    """
 
     template_fields = ("planned",)
 
@@ -152,10 +188,13 @@ class ReportRunOperator(CollectionOperator):
         self.planned = planned
 
     def execute(self, context):
-        missing = [item["key"] for item in self.planned or []
-                   if self.s3.source_etag(self.bucket_name, item["cog_key"]) != item["etag"]]
+        planned = self.planned or []
+        with self.postgis.connect() as connection:
+            indexed = tileindex.indexed(connection, self.coll)
+        missing = [item["key"] for item in planned
+                   if item["cog_key"] not in indexed or indexed[item["cog_key"]].source_etag != item["etag"]]
         if missing:
             raise AirflowFailException(
-                f"{len(missing)} of {len(self.planned)} uploads were not processed: {', '.join(missing)}. "
+                f"{len(missing)} of {len(planned)} uploads were not processed: {', '.join(missing)}. "
                 "Their task logs and notifications say why.")
-        self.log.info("%d uploads processed", len(self.planned or []))
+        self.log.info("%d uploads processed", len(planned))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ls4_ops import registry
-from ls4_ops.layout import BAND_PREFIXES, is_output_key
+from ls4_ops.layout import BAND_PREFIXES
 from ls4_ops.operators.base import Ls4Operator
-from ls4_ops.operators.notifications import new_since_last_success, send
+from ls4_ops.operators.notifications import last_success_start, send
 
 
 class DiscoverCollectionsOperator(Ls4Operator):
@@ -28,27 +28,16 @@ class DiscoverCollectionsOperator(Ls4Operator):
 
     def execute(self, context):
         objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
-        bucket = registry.survey(obj.key for obj in objects)
-        found = bucket.collections
-        by_key = {obj.key: obj for obj in objects}
-        source = f"{self.dag_id}.{self.task_id}"
-        for problem in bucket.problems:
-            if not is_output_key(problem.key) and new_since_last_success(by_key.get(problem.key), context):
-                send("upload outside the bucket layout", problem.reason + ": move it to the right folder",
-                     key=problem.key, source=source)
-        known = registry.load(self.registry_path)
-        registered, clashes = registry.register(known, found)
-        new = sorted(set(registered) - set(known))
-        if new:
-            registry.save(self.registry_path, registered.values())
-        for clash in clashes:
-            for key in bucket.georef[clash.collection]:
-                if new_since_last_success(by_key[key], context):
-                    send("collection not registered", clash.reason, key=key, source=source)
-        self.log.info("%d collections, new: %s", len(found), ", ".join(new) or "none")
+        found = registry.discover(objects, registry.load(self.registry_path), last_success_start(context))
+        for notice in found.notices:
+            send(notice.subject, notice.reason, key=notice.key, source=f"{self.dag_id}.{self.task_id}")
+        if found.registry is not None:
+            registry.save(self.registry_path, found.registry.values())
+        self.log.info("%d collections, new: %s", len(found.collections), ", ".join(found.new) or "none")
         # Older scans were made public-read by the previous successful run.
-        scans = [key for key in bucket.scans_without_georef() if new_since_last_success(by_key[key], context)]
-        for key in scans:
+        for key in found.make_public:
             self.s3.set_public_read(self.bucket_name, key)
-        self.log.info("%d new scans of collections without georef uploads made public-read", len(scans))
-        return {"collections": sorted(c.name for c in found), "new": new, "public_scans": len(scans)}
+        self.log.info("%d new scans of collections without georef uploads made public-read",
+                      len(found.make_public))
+        return {"collections": sorted(c.name for c in found.collections), "new": found.new,
+                "public_scans": len(found.make_public)}

@@ -23,7 +23,6 @@ from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA
 from ls4_ops.s3env import vsis3_path
 
 COMPRESSED = "compressed.tif"
-OVERVIEWS = "compressed.tif.ovr"
 
 
 class FrameStageOperator(CollectionOperator):
@@ -78,31 +77,40 @@ class OverviewsOperator(FrameStageOperator):
     def run_stage(self):
         from ls4_ops import raster
 
+        overviews = raster.overview_file(COMPRESSED)
         with self.s3.downloaded(self.bucket_name, {self.work_key(COMPRESSED): COMPRESSED}) as directory:
             factors = raster.add_overviews(os.path.join(directory, COMPRESSED))
             if factors:
-                self.s3.upload(os.path.join(directory, OVERVIEWS), self.bucket_name, self.work_key(OVERVIEWS))
+                self.s3.upload(os.path.join(directory, overviews), self.bucket_name, self.work_key(overviews))
         self.log.info("overviews of %s: %s", self.upload["key"], factors)
         return factors
 
 
 class CogOperator(FrameStageOperator):
-    """Write and validate the COG, publish it public-read, drop the intermediates."""
+    """Write and validate the COG, publish it public-read, upsert its tile-index row,
+    drop the intermediates."""
 
     def run_stage(self):
-        from ls4_ops import raster
+        import rasterio
 
+        from ls4_ops import raster, tileindex
+
+        overviews = raster.overview_file(COMPRESSED)
         work = {self.work_key(COMPRESSED): COMPRESSED}
-        if self.s3.check_for_key(self.work_key(OVERVIEWS), self.bucket_name):
-            work[self.work_key(OVERVIEWS)] = OVERVIEWS
+        if self.s3.check_for_key(self.work_key(overviews), self.bucket_name):
+            work[self.work_key(overviews)] = overviews
         with self.s3.downloaded(self.bucket_name, work) as directory:
             cog = os.path.join(directory, "cog.tif")
             info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.coll.band,
                                  key=self.upload["key"])
+            with rasterio.open(cog) as written:  # its mask is at hand: the footprint costs no S3 read
+                row = tileindex.index_row(written, self.coll, self.upload, self.settings)
             self.s3.upload(
                 cog, self.bucket_name, self.upload["cog_key"], acl="public-read", content_type="image/tiff",
                 metadata={SOURCE_ETAG_METADATA: self.upload["etag"], SOURCE_KEY_METADATA: self.upload["key"]},
             )
+        with self.postgis.begin() as connection:
+            tileindex.upsert(connection, self.coll, [row])
         self.s3.delete_objects(self.bucket_name, list(work))
-        self.log.info("published %s: %s", self.upload["cog_key"], info)
+        self.log.info("published and indexed %s: %s", self.upload["cog_key"], info)
         return info

@@ -34,15 +34,8 @@ def notify_task_failure(context) -> None:
     )
 
 
-def new_since_last_success(obj, context) -> bool:
-    """Whether ``obj`` (an S3Object or None) changed after the previous successful run began.
-
-    Problems with older objects were reported by that run already. S3
-    listings give whole seconds: an object from the second that run began
-    counts as new (reported twice at worst, never missed).
-    """
+def last_success_start(context) -> datetime | None:
+    """When the DAG's previous successful run began: what changed before was reported by it."""
     since = context.get("prev_start_date_success")
     # Airflow hands over a lazy proxy: test what it holds, not whether it is None.
-    if not isinstance(since, datetime) or obj is None or obj.last_modified is None:
-        return True
-    return obj.last_modified >= since.replace(microsecond=0)
+    return since if isinstance(since, datetime) else None
