@@ -133,6 +133,7 @@ class IndexWork:
     scan_links: dict[str, str] = field(default_factory=dict)  # COG key -> new dl_orig
     remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "delete_cog"}
     publish: bool = False  # the shapefile or the mapfile is behind the table
+    published_index: int | None = None  # the generation the shapefile showed when planned
 
     def __bool__(self) -> bool:
         return bool(self.add or self.scan_links or self.remove or self.publish)
@@ -246,6 +247,7 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
             plan.index.scan_links[cog_key] = link
 
     _plan_removals(state, uploads, plan, is_new)
+    plan.index.published_index = state.published_index
     plan.index.publish = state.published_index != state.generation or (
         bool(state.indexed) and state.published_mapfile != state.generation)
 

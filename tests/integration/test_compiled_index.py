@@ -22,7 +22,7 @@ from ls4_ops import compiled_index, tileindex
 from ls4_ops.layout import COMPILED_INDEX_KEY, parse_key
 from tests.integration import pipeline
 from tests.integration.test_discovery_scans import public_read
-from tests.integration.test_tileindex import drop, engine, row
+from tests.integration.test_tileindex import drop, engine, read_table, row
 
 FRAMES = parse_key("nc/compiledville/usda_1970/frames/georef/x.tif").collection
 SHEETS = parse_key("bw/compiledville/ams_1961/index/georef/x.tif").collection
@@ -108,7 +108,7 @@ def assert_matches_the_tables(path: str) -> None:
             "WHERE to_regclass(format('public.%I', table_name)) IS NOT NULL ORDER BY table_name")).all()
         counts = {table: connection.execute(text(f'SELECT count(*) FROM public."{table}"')).scalar()
                   for table, _ in catalog}
-        ours = {c.table: tileindex.read_index(connection, c).sort_index().to_crs(4326) for c in OURS}
+        ours = {c.table: read_table(connection, c).to_crs(4326) for c in OURS}
     assert list(compiled.tablename.unique()) == [table for table, count in counts.items() if count]
     assert compiled.tablename.value_counts().to_dict() == {t: n for t, n in counts.items() if n}
     assert dict(compiled[["tablename", "collection"]].drop_duplicates().values) == \

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 
+import geopandas
 import pytest
+import shapely
 from shapely.geometry import box
 from sqlalchemy import text
 
@@ -28,6 +30,15 @@ def row(collection: Collection, name: str, etag: str = "e1", x: float = 0.0) -> 
         "dl_index": "https://pub/idx.zip", tileindex.ETAG_COLUMN: etag,
         tileindex.BBOX_COLUMN: box(x, 0, x + 100, 100).wkt, tileindex.GEOMETRY: footprint.wkt,
     }
+
+
+def read_table(connection, collection: Collection) -> geopandas.GeoDataFrame:
+    """A collection's table as users see it, by ``gid``."""
+    columns = ", ".join(f'"{column}"' for column in tileindex.COLUMNS)
+    return geopandas.read_postgis(
+        text(f'SELECT {tileindex.KEY_COLUMN}, {columns}, {tileindex.GEOMETRY} FROM public."{collection.table}" '
+             f"ORDER BY {tileindex.KEY_COLUMN}"),
+        connection, geom_col=tileindex.GEOMETRY, index_col=tileindex.KEY_COLUMN)
 
 
 def drop(collection: Collection) -> None:
@@ -69,9 +80,10 @@ def test_upsert_replaces_a_row_by_cog_key_and_counts_generations(fresh):
                                      {"t": fresh.table}).scalars().all()
         assert any("PRIMARY KEY" in d or f"({tileindex.KEY_COLUMN})" in d for d in indexes)
         assert any("gist" in d and tileindex.GEOMETRY in d for d in indexes)
-        frame = tileindex.read_index(connection, fresh)
-    assert list(frame.columns) == [*tileindex.COLUMNS, tileindex.GEOMETRY]
-    assert frame.crs.to_epsg() == tileindex.INDEX_SRID and len(frame) == 2
+        records = tileindex.read_records(connection, fresh)
+    assert list(records.fields) == [tileindex.KEY_COLUMN, *tileindex.COLUMNS]
+    assert [len(column) for column in records.fields.values()] == [2] * (len(tileindex.COLUMNS) + 1)
+    assert shapely.from_wkb(records.footprints[0]).equals(box(10, 10, 90, 90))
 
 
 def test_delete_removes_rows_and_an_empty_change_counts_nothing(fresh):

@@ -170,8 +170,8 @@ def test_footprint_of_a_large_frame_reads_one_small_mask_overview_and_no_pixel(t
         (size, is_mask) for size in (375, 750, 1500, 3000, 6000) for is_mask in (False, True)]
     with rasterio.open(cog) as dataset:
         assert_traces_the_valid_pixels(dataset, footprint(dataset))
-    # The smallest level whose long side is at least FOOTPRINT_MAX_PIXELS (1024).
-    assert directories_read_by_footprint(cog, directories) == [(1500, 1000, "mask")]
+    # The smallest level whose long side is at least FOOTPRINT_MAX_PIXELS (512).
+    assert directories_read_by_footprint(cog, directories) == [(750, 500, "mask")]
     # The check can fail: with FOOTPRINT_MAX_PIXELS above the frame's size,
     # footprint reads the full-resolution mask, and the check sees it.
     monkeypatch.setattr(footprint_module, "FOOTPRINT_MAX_PIXELS", 6000)

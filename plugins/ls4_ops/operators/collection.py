@@ -4,6 +4,7 @@ the mapfile, and report what the run did."""
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -108,7 +109,7 @@ class TileIndexOperator(CollectionOperator):
             self.s3.delete_objects(self.bucket_name, deleted_cogs)
         for item in work.remove:
             self.notify(plan.removal_notice(self.coll, item))
-        return self.publish_shapefile()
+        return self.publish_shapefile(work.published_index)
 
     def row_of_existing_cog(self, item: dict) -> dict | None:
         """The row of a COG made by an earlier run, its footprint read from a small overview
@@ -125,24 +126,31 @@ class TileIndexOperator(CollectionOperator):
                                     "out of the index: reprocess the upload (a run with its key)", item["key"]))
             return None
 
-    def publish_shapefile(self) -> dict:
-        """Write the shapefile and zip from the table when the published ones are behind it."""
+    def publish_shapefile(self, published: int | None) -> dict:
+        """Write the shapefile and zip from the table unless they show its generation already.
+
+        ``published``: the generation they showed when the run was planned.
+        """
         # One snapshot: the rows written out and the generation recorded are of the same table.
         with self.postgis.execution_options(isolation_level="REPEATABLE READ").begin() as connection:
             summary = tileindex.summary(connection, self.coll)
-            published = self.s3.published_generation(self.bucket_name, self.coll.tile_index_zip_key)
             if published != summary.generation:
-                index = tileindex.read_index(connection, self.coll)
+                records = tileindex.read_records(connection, self.coll)
                 with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
-                    files = tileindex.write_shapefile(index, self.coll, directory)
+                    files = tileindex.write_shapefile(records, self.coll, directory)
+                    zip_file = files.pop(self.coll.tile_index_zip_key)
+                    with ThreadPoolExecutor(len(files)) as uploads:
+                        list(uploads.map(lambda key: self.publish_file(files[key], key, summary.generation), files))
                     # The zip last: it is what users download, and it appears only when complete.
-                    for key, path in files.items():
-                        self.s3.upload(path, self.bucket_name, key, acl="public-read",
-                                       metadata={tileindex.GENERATION_METADATA: str(summary.generation)})
+                    self.publish_file(zip_file, self.coll.tile_index_zip_key, summary.generation)
         self.log.info("tile index of %s: %d features, generation %d", self.coll.name, summary.count,
                       summary.generation)
         return {"extent": summary.bounds and tileindex.extent(summary.bounds), "count": summary.count,
                 "generation": summary.generation}
+
+    def publish_file(self, path: str, key: str, generation: int) -> None:
+        self.s3.upload(path, self.bucket_name, key, acl="public-read",
+                       metadata={tileindex.GENERATION_METADATA: str(generation)})
 
 
 class PublishMapfileOperator(CollectionOperator):
