@@ -43,7 +43,9 @@ for i in range({count}):
             upstream >> downstream
     globals()[dag.dag_id] = dag
 """
-TASKS_PER_COLLECTION = 8
+TASKS_PER_COLLECTION = 9
+# The DAG folder's other DAGs: ls4_discovery and ls4_compiled_index.
+BUCKET_WIDE_DAGS = 2
 
 
 def parse_seconds(folder: str, env: dict, expected_dags: int, rounds: int) -> float:
@@ -75,11 +77,11 @@ def main() -> None:
         registry.save(path, collections)
         assert len(registry.load(path)) == args.collections
         env = dict(os.environ, LS4_REGISTRY=path, AIRFLOW_HOME=os.path.join(scratch, "airflow"))
-        ls4 = parse_seconds(folder, env, args.collections + 1, args.rounds)
+        ls4 = parse_seconds(folder, env, args.collections + BUCKET_WIDE_DAGS, args.rounds)
         # Before each task, Airflow parses its DAG file again with the DAG id in
         # the parsing context; the factory then builds that one DAG.
         task_env = dict(env, _AIRFLOW_PARSING_CONTEXT_DAG_ID=collections[0].dag_id)
-        task = parse_seconds(folder, task_env, 2, args.rounds)
+        task = parse_seconds(folder, task_env, 1 + BUCKET_WIDE_DAGS, args.rounds)
         baseline_folder = os.path.join(scratch, "baseline")
         os.makedirs(baseline_folder)
         with open(os.path.join(baseline_folder, "baseline_dags.py"), "w") as handle:
@@ -87,8 +89,8 @@ def main() -> None:
         baseline = parse_seconds(baseline_folder, env, args.collections, args.rounds)
     print(f"| DAG folder | DAGs | tasks each | parse s (best of {args.rounds}) |")
     print("|---|---|---|---|")
-    print(f"| ls4 (`dags/`) | {args.collections} + discovery | {TASKS_PER_COLLECTION} | {ls4:.2f} |")
-    print(f"| ls4, parsed for one task (parsing context) | 1 + discovery | {TASKS_PER_COLLECTION} | {task:.2f} |")
+    print(f"| ls4 (`dags/`) | {args.collections} + 2 bucket-wide | {TASKS_PER_COLLECTION} | {ls4:.2f} |")
+    print(f"| ls4, parsed for one task (parsing context) | 1 + 2 bucket-wide | {TASKS_PER_COLLECTION} | {task:.2f} |")
     print(f"| EmptyOperator baseline | {args.collections} | {TASKS_PER_COLLECTION} | {baseline:.2f} |")
     print(f"ls4/baseline={ls4 / baseline:.2f}")
     print(f"parse: collections={args.collections} seconds={ls4:.3f}")
