@@ -190,7 +190,7 @@ def main() -> None:
         for size in args.sizes:
             collection = Collection("nc", f"bench{size}", "usda", "1999", "frames")
             fill(db, collection, size, filler, settings)
-            index_task = TileIndexOperator(task_id="tile_index", collection=collection.to_dict(),
+            index_task = TileIndexOperator(task_id="tile_index", collection=collection,
                                            bucket_name=settings.bucket, aws_conn_id=settings.s3_conn_id,
                                            postgis_conn_id=settings.postgis_conn_id)
             index_task.publish_shapefile(published=None)  # the collection as it was before the uploads

@@ -77,8 +77,6 @@ COG_DRIVER_OPTIONS = {
            "OVERVIEW_RESAMPLING": "AVERAGE"},
 }
 
-BAND_COUNT = {"nc": 3, "bw": 1}
-
 # --- inputs ---------------------------------------------------------------------
 
 
@@ -299,7 +297,7 @@ def child_original(src: str, workdir: str) -> dict:
     return stages.result()
 
 
-def child_quality(src: str, cogs: list[str], bands: int) -> list[dict]:
+def child_quality(src: str, cogs: list[str], band: str) -> list[dict]:
     """PSNR of each COG's full-resolution image bands against the source.
 
     Only pixels valid in the source and in every COG on the same grid count,
@@ -320,7 +318,10 @@ def child_quality(src: str, cogs: list[str], bands: int) -> list[dict]:
     from rasterio.windows import Window
     from rio_cogeo.cogeo import cog_validate
 
+    from ls4_ops.layout import BANDS
+
     warnings.simplefilter("ignore")
+    bands = BANDS[band]
     indexes = list(range(1, bands + 1))
 
     def same_grid(a, b) -> bool:
@@ -503,7 +504,7 @@ def measure_contenders(src: str, band: str, label: str, contenders: list[str], r
                 f"CPU {m.cpu:6.2f} s, peak RSS {m.rss_mb:5.0f} MB")
     results = [_median(measured) for measured in runs.values()]
     _, qualities = run_python_child("quality", {"src": src, "cogs": [m.output for m in results],
-                                                "bands": BAND_COUNT[band]},
+                                                "band": band},
                                     os.path.join(logs, f"{key}.quality.log"),
                                     child_env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"))
     for m, quality in zip(results, qualities):

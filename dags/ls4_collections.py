@@ -66,7 +66,7 @@ COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 
 
 def collection_dag(collection: Collection, settings: Settings) -> DAG:
-    common = {"collection": collection.to_dict(), "bucket_name": settings.bucket,
+    common = {"collection": collection, "bucket_name": settings.bucket,
               "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **TASK_ARGS}
     with DAG(
         dag_id=collection.dag_id,

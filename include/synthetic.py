@@ -30,6 +30,8 @@ from rasterio.transform import from_bounds
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
+from ls4_ops.layout import BANDS
+
 # Somewhere in Austin, TX: the default place of a frame, in any CRS.
 DEFAULT_CENTER_LONLAT = (-97.74, 30.27)
 DEFAULT_PIXEL_METRES = 1.0
@@ -41,7 +43,6 @@ CUSTOM_TM_WKT = CRS.from_proj4(
     "+ellps=GRS80 +units=m +no_defs"
 ).to_wkt()
 
-IMAGE_BAND_COUNT = {"bw": 1, "nc": 3}
 
 Bounds = tuple[float, float, float, float]
 
@@ -136,7 +137,7 @@ def make_frame(path: str, band: str = "nc", width: int = 1024, height: int = 768
     ``compress=None`` writes raw pixels, like most scanner exports.
     """
     layout = frame_layout(path, width, height, collar, alpha)
-    image_bands = IMAGE_BAND_COUNT[band]
+    image_bands = BANDS[band]
     count = image_bands + extra_bands + int(alpha)
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
@@ -178,7 +179,7 @@ def _strip(layout, window, image_bands, extra_bands, alpha, dtype) -> np.ndarray
 def make_not_georeferenced(path: str, width: int = 96, height: int = 64, band: str = "nc") -> None:
     """A plain TIFF: pixels, but no CRS, no geotransform, no GCPs."""
     pixels = frame_pixels(frame_layout(path, width, height), Window(0, 0, width, height),
-                          IMAGE_BAND_COUNT[band])
+                          BANDS[band])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", driver="GTiff", width=width, height=height,
@@ -193,7 +194,7 @@ def make_gcp_only(path: str, width: int = 600, height: int = 400, band: str = "n
     Returns the GCPs so a test can check where their pixels landed.
     """
     pixels = frame_pixels(frame_layout(path, width, height), Window(0, 0, width, height),
-                          IMAGE_BAND_COUNT[band])
+                          BANDS[band])
     west, south, east, north = default_bounds("EPSG:4326", width, height)
     angle = np.radians(rotation_degrees)
     cx, cy = (west + east) / 2, (south + north) / 2

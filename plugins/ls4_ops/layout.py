@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-BANDS = ("bw", "nc")
+# Band prefix -> image bands an upload under it has (and its COG keeps).
+BANDS = {"bw": 1, "nc": 3}
 BAND_PREFIXES = tuple(f"{band}/" for band in BANDS)
 TYPES = ("frames", "index", "mosaic")
 STAGES = ("scanned", "georef", "cog")

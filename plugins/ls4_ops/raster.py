@@ -30,8 +30,8 @@ from rio_cogeo.profiles import cog_profiles
 from scipy import ndimage
 
 from ls4_ops.errors import BadUpload
+from ls4_ops.layout import BANDS
 
-BANDS = {"bw": 1, "nc": 3}
 
 TARGET_CRS = CRS.from_epsg(3857)
 BLOCK_SIZE = 512

@@ -194,10 +194,11 @@ def test_unchanged_collection_run_does_no_raster_work(processed, sources):
     assert after == before
 
 
-def test_scans_and_cogs_are_public_read(processed):
+def test_scans_cogs_and_the_index_zip_are_public_read(processed):
     client = pipeline.s3()
+    index_zip = parse_key(f"{NC}georef/x.tif").collection.tile_index_zip_key
     for key in (f"{NC}scanned/19750312_4-1.tif", f"{NC}scanned/19750312_4-2.TIF",
-                f"{NC}georef/19750312_4-1.tif", f"{NC}cog/19750312_4-1.tif"):
+                f"{NC}georef/19750312_4-1.tif", f"{NC}cog/19750312_4-1.tif", index_zip):
         grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
         assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ"
                    for g in grants), key

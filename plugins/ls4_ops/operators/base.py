@@ -66,39 +66,35 @@ class Ls4Operator(BaseOperator):
 
 
 class CollectionOperator(Ls4Operator):
-    """An operator on one collection; ``collection`` is ``Collection.to_dict()`` (JSON-able).
+    """An operator on one collection.
 
-    :param collection: the collection, as ``Collection.to_dict()`` gives it
+    :param collection: the collection (the DAG factory parsed it once for all its tasks)
     :param bucket_name: the ls4 bucket
     :param aws_conn_id: Airflow connection of the bucket
     :param postgis_conn_id: Airflow connection of the tile-index database
     """
 
-    def __init__(self, *, collection: dict, bucket_name: str | None = None, aws_conn_id: str | None = None,
+    def __init__(self, *, collection: Collection, bucket_name: str | None = None, aws_conn_id: str | None = None,
                  postgis_conn_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.use_bucket(bucket_name, aws_conn_id)
         self.postgis_conn_id = postgis_conn_id or ""
         self.collection = collection
 
-    @cached_property
-    def coll(self) -> Collection:
-        return Collection.from_dict(self.collection)
-
     @property
     def collection_name(self) -> str:
-        return self.coll.name
+        return self.collection.name
 
     def cogs(self) -> dict[str, S3Object]:
         """The collection's COGs by key (not the tile-index files beside them)."""
-        return {obj.key: obj for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("cog"))
-                if self.coll.is_cog_key(obj.key)}
+        return {obj.key: obj for obj in self.s3.list_objects(self.bucket_name, self.collection.prefix("cog"))
+                if self.collection.is_cog_key(obj.key)}
 
     def scans(self) -> dict[str, S3Object]:
         """The collection's scanned uploads by key. Other objects under
         ``scanned/`` are left alone (discovery reports them): never made public."""
         scans = {}
-        for obj in self.s3.list_objects(self.bucket_name, self.coll.prefix("scanned")):
+        for obj in self.s3.list_objects(self.bucket_name, self.collection.prefix("scanned")):
             try:
                 parse_key(obj.key)  # under this prefix, any key that parses is one of its scans
             except LayoutError:
@@ -107,5 +103,5 @@ class CollectionOperator(Ls4Operator):
         return scans
 
     def notify(self, notice: Notice) -> None:
-        send(notice.subject, notice.reason, key=notice.key, collection=self.coll.name,
+        send(notice.subject, notice.reason, key=notice.key, collection=self.collection.name,
              source=f"{self.dag_id}.{self.task_id}")

@@ -40,13 +40,13 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
 
     def execute(self, context):
         try:
-            request = plan.run_request(self.coll, self.bucket_name, self.keys, self.force)
+            request = plan.run_request(self.collection, self.bucket_name, self.keys, self.force)
         except ValueError as error:
             raise AirflowFailException(str(error)) from error
         state = self.collection_state()
         state.sources = {key: self.s3.cog_source(self.bucket_name, key)
-                         for key in plan.cogs_to_inspect(self.coll, state)}
-        run = plan.plan_run(self.coll, state, request, since=last_success_start(context), settings=self.settings)
+                         for key in plan.cogs_to_inspect(self.collection, state)}
+        run = plan.plan_run(self.collection, state, request, since=last_success_start(context), settings=self.settings)
         if run.not_found:
             raise AirflowFailException("nothing was processed; these keys cannot be: " + "; ".join(
                 f"{key}: {reason}" for key, reason in run.not_found))
@@ -65,16 +65,16 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
 
     def collection_state(self) -> plan.CollectionState:
         with self.postgis.connect() as connection:
-            indexed = tileindex.indexed(connection, self.coll)
-            generation = tileindex.generation(connection, self.coll)
+            indexed = tileindex.indexed(connection, self.collection)
+            generation = tileindex.generation(connection, self.collection)
         return plan.CollectionState(
-            georef=self.s3.list_objects(self.bucket_name, self.coll.prefix("georef")),
+            georef=self.s3.list_objects(self.bucket_name, self.collection.prefix("georef")),
             scanned=self.scans(),
             cogs=self.cogs(),
             indexed=indexed,
             generation=generation,
-            published_index=self.s3.published_generation(self.bucket_name, self.coll.tile_index_zip_key),
-            published_mapfile=self.s3.published_generation(self.bucket_name, self.coll.mapfile_key),
+            published_index=self.s3.published_generation(self.bucket_name, self.collection.tile_index_zip_key),
+            published_mapfile=self.s3.published_generation(self.bucket_name, self.collection.mapfile_key),
         )
 
 
@@ -100,15 +100,15 @@ class TileIndexOperator(CollectionOperator):
         work = plan.IndexWork(**self.index_work)
         added = [self.row_of_existing_cog(item) for item in work.add]
         with self.postgis.begin() as connection:
-            tileindex.ensure_table(connection, self.coll)
-            tileindex.upsert(connection, self.coll, [row for row in added if row])
-            tileindex.set_scan_links(connection, self.coll, work.scan_links)
-            tileindex.delete(connection, self.coll, [item["cog_key"] for item in work.remove])
+            tileindex.ensure_table(connection, self.collection)
+            tileindex.upsert(connection, self.collection, [row for row in added if row])
+            tileindex.set_scan_links(connection, self.collection, work.scan_links)
+            tileindex.delete(connection, self.collection, [item["cog_key"] for item in work.remove])
         deleted_cogs = [item["cog_key"] for item in work.remove if item["delete_cog"]]
         if deleted_cogs:
             self.s3.delete_objects(self.bucket_name, deleted_cogs)
         for item in work.remove:
-            self.notify(plan.removal_notice(self.coll, item))
+            self.notify(plan.removal_notice(self.collection, item))
         return self.publish_shapefile(work.published_index)
 
     def row_of_existing_cog(self, item: dict) -> dict | None:
@@ -120,7 +120,7 @@ class TileIndexOperator(CollectionOperator):
         try:
             with self.s3.endpoint().rasterio_env(), \
                     rasterio.open(vsis3_path(self.bucket_name, item["cog_key"])) as cog:
-                return tileindex.index_row(cog, self.coll, item, self.settings)
+                return tileindex.index_row(cog, self.collection, item, self.settings)
         except (RasterioIOError, ValueError) as error:
             self.notify(plan.Notice("COG not indexed", f"{item['cog_key']} cannot be read ({error}); it stays "
                                     "out of the index: reprocess the upload (a run with its key)", item["key"]))
@@ -133,17 +133,17 @@ class TileIndexOperator(CollectionOperator):
         """
         # One snapshot: the rows written out and the generation recorded are of the same table.
         with self.postgis.execution_options(isolation_level="REPEATABLE READ").begin() as connection:
-            summary = tileindex.summary(connection, self.coll)
+            summary = tileindex.summary(connection, self.collection)
             if published != summary.generation:
-                records = tileindex.read_records(connection, self.coll)
+                records = tileindex.read_records(connection, self.collection)
                 with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
-                    files = tileindex.write_shapefile(records, self.coll, directory)
-                    zip_file = files.pop(self.coll.tile_index_zip_key)
+                    files = tileindex.write_shapefile(records, self.collection, directory)
+                    zip_file = files.pop(self.collection.tile_index_zip_key)
                     with ThreadPoolExecutor(len(files)) as uploads:
                         list(uploads.map(lambda key: self.publish_file(files[key], key, summary.generation), files))
                     # The zip last: it is what users download, and it appears only when complete.
-                    self.publish_file(zip_file, self.coll.tile_index_zip_key, summary.generation)
-        self.log.info("tile index of %s: %d features, generation %d", self.coll.name, summary.count,
+                    self.publish_file(zip_file, self.collection.tile_index_zip_key, summary.generation)
+        self.log.info("tile index of %s: %d features, generation %d", self.collection.name, summary.count,
                       summary.generation)
         return {"extent": summary.bounds and tileindex.extent(summary.bounds), "count": summary.count,
                 "generation": summary.generation}
@@ -167,19 +167,19 @@ class PublishMapfileOperator(CollectionOperator):
 
     def execute(self, context):
         if not self.tile_index["count"]:
-            raise AirflowSkipException(f"{self.coll.name} has no indexed COG: there is nothing to serve")
+            raise AirflowSkipException(f"{self.collection.name} has no indexed COG: there is nothing to serve")
         generation = str(self.tile_index["generation"])
         settings = self.settings
-        text = mapfile.render(mapfile.build(self.coll, list(self.tile_index["extent"]), wms_url=settings.wms_url,
+        text = mapfile.render(mapfile.build(self.collection, list(self.tile_index["extent"]), wms_url=settings.wms_url,
                                             pg_service=settings.pg_service))
         with tempfile.NamedTemporaryFile("w", suffix=".map") as handle:
             handle.write(text)
             handle.flush()
-            self.s3.upload(handle.name, self.bucket_name, self.coll.mapfile_key, content_type="text/plain",
+            self.s3.upload(handle.name, self.bucket_name, self.collection.mapfile_key, content_type="text/plain",
                            metadata={**mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid),
                                      tileindex.GENERATION_METADATA: generation})
-        url = mapfile.mapfile_url(self.coll, settings.wms_url)
-        self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.coll.name, url)
+        url = mapfile.mapfile_url(self.collection, settings.wms_url)
+        self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.collection.name, url)
         return url
 
 
@@ -198,7 +198,7 @@ class ReportRunOperator(CollectionOperator):
     def execute(self, context):
         planned = self.planned or []
         with self.postgis.connect() as connection:
-            indexed = tileindex.indexed(connection, self.coll)
+            indexed = tileindex.indexed(connection, self.collection)
         missing = [item["key"] for item in planned
                    if item["cog_key"] not in indexed or indexed[item["cog_key"]].source_etag != item["etag"]]
         if missing:

@@ -40,14 +40,14 @@ class FrameStageOperator(CollectionOperator):
 
     def work_key(self, name: str) -> str:
         upload = self.parsed()
-        return self.coll.work_key(upload.stem, self.upload["etag"], name)
+        return self.collection.work_key(upload.stem, self.upload["etag"], name)
 
     def execute(self, context):
         try:
             return self.run_stage()
         except BadUpload as error:
             send(subject="upload cannot be processed", reason=error.reason, key=self.upload["key"],
-                 collection=self.coll.name, source=f"{self.dag_id}.{self.task_id}")
+                 collection=self.collection.name, source=f"{self.dag_id}.{self.task_id}")
             # Retrying cannot fix a bad file: fail now, the rest of the collection goes on.
             raise AirflowFailException(str(error)) from error
 
@@ -65,7 +65,7 @@ class CompressOperator(FrameStageOperator):
         with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
             local = os.path.join(directory, COMPRESSED)
             with self.s3.endpoint().rasterio_env():
-                info = raster.compress(source, local, self.coll.band, key=self.upload["key"])
+                info = raster.compress(source, local, self.collection.band, key=self.upload["key"])
             self.s3.upload(local, self.bucket_name, self.work_key(COMPRESSED))
         self.log.info("compressed %s: %s", self.upload["key"], info)
         return info
@@ -101,16 +101,16 @@ class CogOperator(FrameStageOperator):
             work[self.work_key(overviews)] = overviews
         with self.s3.downloaded(self.bucket_name, work) as directory:
             cog = os.path.join(directory, "cog.tif")
-            info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.coll.band,
+            info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.collection.band,
                                  key=self.upload["key"])
             with rasterio.open(cog) as written:  # its mask is at hand: the footprint costs no S3 read
-                row = tileindex.index_row(written, self.coll, self.upload, self.settings)
+                row = tileindex.index_row(written, self.collection, self.upload, self.settings)
             self.s3.upload(
                 cog, self.bucket_name, self.upload["cog_key"], acl="public-read", content_type="image/tiff",
                 metadata={SOURCE_ETAG_METADATA: self.upload["etag"], SOURCE_KEY_METADATA: self.upload["key"]},
             )
         with self.postgis.begin() as connection:
-            tileindex.upsert(connection, self.coll, [row])
+            tileindex.upsert(connection, self.collection, [row])
         self.s3.delete_objects(self.bucket_name, list(work))
         self.log.info("published and indexed %s: %s", self.upload["cog_key"], info)
         return info
