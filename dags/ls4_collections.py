@@ -20,11 +20,13 @@ from ls4_ops.mapfile import mapfile_url
 from ls4_ops.operators import (
     CogOperator,
     CompressOperator,
+    CollectionOverviewOperator,
     OverviewsOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
     ReportRunOperator,
     TileIndexOperator,
+    WmsServedOperator,
 )
 from ls4_ops.operators.collection import INDEX_WORK_XCOM
 from ls4_ops.operators.notifications import notify_task_failure
@@ -113,11 +115,15 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
         frames_done = EmptyOperator(task_id="frames_done", trigger_rule="all_done")
         # Also downstream of plan (through its XCom): a plan with nothing to do skips it.
         index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM], **common)
-        publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, **common)
+        overview = CollectionOverviewOperator(task_id="collection_overview", **common)
+        publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, overview=overview.output,
+                                         **common)
+        # The run is green only once MapServer serves what it published.
+        served = WmsServedOperator(task_id="wms_served", published=publish.output, **common)
         # A leaf beside the publishing chain: the run fails when a frame failed
         # or when publishing failed, and operators see which in the grid.
         report = ReportRunOperator(task_id="report", planned=plan.output, trigger_rule="all_done", **common)
-        wait >> plan >> frames >> frames_done >> index >> publish
+        wait >> plan >> frames >> frames_done >> index >> overview >> publish >> served
         frames >> report
     return dag
 

@@ -47,8 +47,9 @@ class Ls4S3Hook(S3Hook):
         return int(value) if value and value.isdigit() else None
 
     def upload(self, filename: str, bucket_name: str, key: str, *, metadata: dict | None = None,
-               acl: str | None = None, content_type: str | None = None) -> None:
+               acl: str | None = None, content_type: str | None = None) -> str:
         """Upload a file atomically: readers see the old object or the new one, never part of it.
+        Returns the new object's ETag.
 
         Small files go in one PUT; large ones through boto3's multipart transfer,
         whose object appears only when it completes.
@@ -64,9 +65,9 @@ class Ls4S3Hook(S3Hook):
         if os.path.getsize(filename) < SINGLE_PUT_MAX_BYTES:
             # boto3's transfer manager costs ~10 ms of thread hand-offs per file, in vain for these.
             with open(filename, "rb") as body:
-                client.put_object(Bucket=bucket_name, Key=key, Body=body, **extra)
-        else:
-            client.upload_file(filename, bucket_name, key, ExtraArgs=extra or None)
+                return client.put_object(Bucket=bucket_name, Key=key, Body=body, **extra)["ETag"].strip('"')
+        client.upload_file(filename, bucket_name, key, ExtraArgs=extra or None)
+        return client.head_object(Bucket=bucket_name, Key=key)["ETag"].strip('"')
 
     def set_public_read(self, bucket_name: str, key: str) -> bool:
         """Make ``key`` public-read; False when it was deleted since it was listed."""

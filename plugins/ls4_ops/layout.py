@@ -29,6 +29,7 @@ WORK_PREFIX = "ls4-work/"
 # Every collection's footprints in one file (the original's hourly job).
 COMPILED_INDEX_KEY = "geojson/compiled_historical_indexes.geojson"
 TILE_INDEX_DIR = "tile_index"
+OVERVIEW_DIR = "overview"
 # PostgreSQL truncates identifiers longer than this; a truncated table name
 # could collide with another collection's, so such names are refused.
 MAX_IDENTIFIER_LENGTH = 63
@@ -101,6 +102,16 @@ class Collection:
     def tile_index_key(self, extension: str) -> str:
         """Key of one shapefile part, e.g. ``tile_index_key(".shp")``."""
         return f"{self.tile_index_prefix}{self.name}{extension}"
+
+    @property
+    def overview_prefix(self) -> str:
+        return f"{self.prefix('cog')}{OVERVIEW_DIR}/"
+
+    def overview_key(self, generation: int, zoom: int) -> str:
+        """The collection overview showing the index at ``generation``, on the grid of web-map
+        zoom level ``zoom``: a new key for every version, so MapServer never reads a file
+        that changed under it."""
+        return f"{self.overview_prefix}{self.name}_overview_{generation}_z{zoom}.tif"
 
     def cog_key(self, stem: str) -> str:
         return f"{self.prefix('cog')}{stem}{OUTPUT_EXTENSION}"
@@ -226,6 +237,11 @@ def parse_key(key: str) -> UploadKey:
         raise LayoutError(key, f"collection name {name!r} is longer than "
                                f"{MAX_IDENTIFIER_LENGTH} characters")
     return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
+
+
+def overview_zoom(overview_key: str) -> int:
+    """The zoom level of the grid an overview (``Collection.overview_key``) lies on."""
+    return int(overview_key.rsplit("_z", 1)[1].removesuffix(OUTPUT_EXTENSION))
 
 
 def georef_key(collection: Collection, name: str, bucket: str) -> str:

@@ -1,17 +1,18 @@
 """The collection's mapfile, built with mappyfile and validated for MapServer 8.
 
-Secret-free by construction: rasters are opened through ``/vsis3/`` with the
-S3 endpoint and keys from MapServer's own config file, and the index is read
-through a PostgreSQL service name whose password lives on the MapServer host.
+Secret-free by construction: COGs are opened by their public URLs, and the
+index is read through a PostgreSQL service name whose password lives on the
+MapServer host.
 """
 
 from __future__ import annotations
 
 import stat
 import time
+from dataclasses import dataclass
 
 from ls4_ops.layout import Collection, validate_identifier
-from ls4_ops.tileindex import COLUMNS, GEOMETRY, INDEX_CRS, INDEX_SRID, KEY_COLUMN
+from ls4_ops.tileindex import COLUMNS, DRAW_ORDER, GEOMETRY, INDEX_CRS, INDEX_SRID, KEY_COLUMN
 
 MAPSERVER_VERSION = 8.0
 # What clients commonly ask for; MapServer reprojects on the fly.
@@ -20,8 +21,19 @@ WMS_SRS = "EPSG:3857 EPSG:900913 EPSG:4326 EPSG:4269 EPSG:3081 EPSG:3083 EPSG:26
 FILE_MODE = str(stat.S_IFREG | 0o644)
 
 
+# MapServer's own (and default) pixel density for scales; set in the mapfile so
+# the overview switch does not move if a default changes.
+RESOLUTION_DPI = 72
+
+
 class MapfileError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Overview:
+    path: str  # what MapServer opens
+    resolution: float  # metres per pixel
 
 
 def index_layer_name(collection: Collection) -> str:
@@ -38,9 +50,57 @@ def mapfile_url(collection: Collection, wms_url: str) -> str:
     return f"{wms_url}?map=/{collection.mapfile_key}"
 
 
-def build(collection: Collection, extent: list[float], *, wms_url: str, pg_service: str) -> dict:
+def raster_layer_names(collection: Collection) -> tuple[str, str]:
+    """The frames' layer and the overview's: both in the group ``collection.name``, which
+    is the imagery layer clients ask for."""
+    return f"{collection.name}_frames", f"{collection.name}_overview"
+
+
+def switch_scale(overview_resolution: float) -> float:
+    """The scale denominator at which a screen pixel is as large as an overview pixel
+    (MapServer's 72 dpi): beyond it the overview is drawn instead of the frames."""
+    return overview_resolution / (0.0254 / RESOLUTION_DPI)
+
+
+def build(collection: Collection, extent: list[float], *, wms_url: str, pg_service: str, generation: int,
+          overview: Overview | None = None) -> dict:
+    """The mapfile of a collection whose tile index is at ``generation``.
+
+    ``overview``: the collection overview, drawn instead of the frames when
+    zoomed out (without it the frames are drawn at every scale).
+    """
     index_layer = index_layer_name(collection)
+    frames_layer, overview_layer = raster_layer_names(collection)
     srs_metadata = {"wms_srs": WMS_SRS}
+    group = {"wms_group_title": collection.title, **srs_metadata}
+    frames = {
+        "__type__": "layer",
+        "name": frames_layer,
+        "group": collection.name,
+        "type": "RASTER",
+        "status": "ON",
+        "tileindex": index_layer,
+        "tileitem": "location",
+        "tilesrs": "src_srs",
+        "projection": [f"init={INDEX_CRS.lower()}"],
+        "processing": ["RESAMPLE=AVERAGE"],
+        "metadata": {"wms_title": f"{collection.title} frames", **group},
+    }
+    layers = [frames]
+    if overview:
+        frames["maxscaledenom"] = switch_scale(overview.resolution)
+        layers.append({
+            "__type__": "layer",
+            "name": overview_layer,
+            "group": collection.name,
+            "type": "RASTER",
+            "status": "ON",
+            "data": overview.path,
+            "projection": [f"init={INDEX_CRS.lower()}"],
+            "processing": ["RESAMPLE=AVERAGE"],
+            "minscaledenom": switch_scale(overview.resolution),
+            "metadata": {"wms_title": f"{collection.title} overview", **group},
+        })
     return {
         "__type__": "map",
         "name": map_name(collection),
@@ -48,15 +108,17 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
         "extent": list(extent),
         "size": [1024, 1024],
         "maxsize": 4096,
+        "resolution": RESOLUTION_DPI,
+        "defresolution": RESOLUTION_DPI,
         "units": "meters",
         "imagecolor": [255, 255, 255],
         "projection": [f"init={INDEX_CRS.lower()}"],
         "config": {
             # One missing COG must not blank the whole layer.
             "ON_MISSING_DATA": "IGNORE",
-            # MapServer's FastCGI processes live long: without this, GDAL keeps
-            # serving a replaced COG (or "not found") from its /vsis3/ cache.
-            "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
+            # COGs are opened by their versioned public URLs (see tileindex.location):
+            # GDAL may cache what it read, and no directory listing is needed.
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         },
         "outputformats": [{
             "__type__": "outputformat", "name": "png", "driver": "AGG/PNG", "mimetype": "image/png",
@@ -68,6 +130,8 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                 "wms_title": collection.title,
                 "wms_abstract": f"Aerial imagery {collection.title} ({collection.name}), "
                                 "published by ls4",
+                # Tells a run that MapServer serves the mapfile it published.
+                "wms_keywordlist": f"ls4,{generation_keyword(generation)}",
                 "wms_onlineresource": f"{mapfile_url(collection, wms_url)}&",
                 "wms_enable_request": "*",
                 "wms_feature_info_mime_type": "text/plain application/vnd.ogc.gml",
@@ -82,14 +146,15 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                 "status": "ON",
                 "connectiontype": "POSTGIS",
                 "connection": f"service={pg_service}",
-                "data": f"{GEOMETRY} from {validate_identifier(collection.table)} using unique {KEY_COLUMN} "
-                        f"using srid={INDEX_SRID}",
+                # Ordered: as a tile index it decides which frame is drawn over which.
+                "data": f"{GEOMETRY} from (select {KEY_COLUMN}, {', '.join(COLUMNS)}, {GEOMETRY} "
+                        f"from {validate_identifier(collection.table)} order by {DRAW_ORDER}) as frames "
+                        f"using unique {KEY_COLUMN} using srid={INDEX_SRID}",
                 "projection": [f"init={INDEX_CRS.lower()}"],
                 "template": "query",  # any template makes the layer queryable
                 "tolerance": 0,
                 "metadata": {
                     "wms_title": f"{collection.title} footprints",
-                    # The users' attributes, not the index's bookkeeping (COG key, ETag, bbox).
                     "wms_include_items": ",".join(COLUMNS),
                     "gml_include_items": ",".join(COLUMNS),
                     "gml_featureid": KEY_COLUMN,
@@ -101,20 +166,22 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                     "styles": [{"__type__": "style", "outlinecolor": [255, 0, 0], "width": 1}],
                 }],
             },
-            {
-                "__type__": "layer",
-                "name": collection.name,
-                "type": "RASTER",
-                "status": "ON",
-                "tileindex": index_layer,
-                "tileitem": "location",
-                "tilesrs": "src_srs",
-                "projection": [f"init={INDEX_CRS.lower()}"],
-                "processing": ["RESAMPLE=AVERAGE"],
-                "metadata": {"wms_title": collection.title, **srs_metadata},
-            },
+            *layers,
         ],
     }
+
+
+def generation_keyword(generation: int) -> str:
+    return f"index generation {generation}"
+
+
+def shows_generation(capabilities: bytes, generation: int) -> bool:
+    """Whether WMS capabilities come from the mapfile of index ``generation``."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(capabilities)
+    return generation_keyword(generation) in {element.text for element in root.iter()
+                                              if element.tag.rsplit("}", 1)[-1] == "Keyword"}
 
 
 def render(mapfile: dict) -> str:

@@ -111,6 +111,7 @@ class CollectionState:
     cogs: dict[str, S3Object] = field(default_factory=dict)  # COGs by key (tile-index files left out)
     indexed: Mapping[str, IndexedCog] = field(default_factory=dict)  # index rows by COG key
     generation: int = 0  # of the index table
+    overview_generation: int = 0  # the generation the collection overview shows
     # Generation the published shapefile zip and mapfile show (None: not published).
     published_index: int | None = None
     published_mapfile: int | None = None
@@ -129,10 +130,10 @@ class Notice:
 class IndexWork:
     """Index work that needs no raster work. Items are JSON-able (they travel by XCom)."""
 
-    add: list[dict] = field(default_factory=list)  # current COGs without their row: plan items
+    add: list[dict] = field(default_factory=list)  # current COGs without their row: plan items + "cog_etag"
     scan_links: dict[str, str] = field(default_factory=dict)  # COG key -> new dl_orig
     remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "delete_cog"}
-    publish: bool = False  # the shapefile or the mapfile is behind the table
+    publish: bool = False  # the shapefile, the overview or the mapfile is behind the table
     published_index: int | None = None  # the generation the shapefile showed when planned
 
     def __bool__(self) -> bool:
@@ -242,14 +243,14 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
         row, current_item = state.indexed.get(cog_key), item(cog_key, obj)
         link = scan_link(settings, current_item["scan"])
         if row is None or row.source_etag != obj.etag:
-            plan.index.add.append(current_item)
+            plan.index.add.append({**current_item, "cog_etag": state.cogs[cog_key].etag})
         elif row.dl_orig != link:
             plan.index.scan_links[cog_key] = link
 
     _plan_removals(state, uploads, plan, is_new)
     plan.index.published_index = state.published_index
-    plan.index.publish = state.published_index != state.generation or (
-        bool(state.indexed) and state.published_mapfile != state.generation)
+    plan.index.publish = state.published_index != state.generation or state.overview_generation != state.generation \
+        or (bool(state.indexed) and state.published_mapfile != state.generation)
 
     planned = {entry["key"] for entry in plan.todo}
     plan.make_public = [obj.key for obj in state.scanned.values() if is_new(obj)] + [

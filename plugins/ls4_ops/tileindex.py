@@ -26,7 +26,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ls4_ops.layout import Collection, frame_attributes, parse_key, validate_identifier
-from ls4_ops.s3env import vsis3_path
 from ls4_ops.settings import Settings
 
 INDEX_SRID = 3857
@@ -42,9 +41,15 @@ ETAG_COLUMN = "source_etag"  # the upload version the COG was made from
 BBOX_COLUMN = "bbox"
 CATALOG_SCHEMA = "ls4"
 CATALOG = f"{CATALOG_SCHEMA}.tile_indexes"
+# Where each change put or took a footprint (its bbox), by generation: what
+# the collection overview must draw again.
+CHANGES = f"{CATALOG_SCHEMA}.index_changes"
 # S3 metadata of the shapefile zip and the mapfile: the generation they show.
 GENERATION_METADATA = "ls4-index-generation"
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+# Overlapping frames: the later key is drawn over the earlier, by MapServer
+# (its tile index query) and in the collection overview alike.
+DRAW_ORDER = COG_KEY_COLUMN
 # One lock for creating tables: concurrent CREATE ... IF NOT EXISTS can still
 # collide in PostgreSQL's catalogs.
 _DDL_LOCK = "ls4.tile_index.ddl"
@@ -56,6 +61,15 @@ class IndexedCog:
 
     source_etag: str
     dl_orig: str
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A collection's line in the catalog."""
+
+    generation: int  # changes of the table so far
+    overview_generation: int  # the generation the collection overview shows
+    overview_key: str  # the overview COG MapServer reads ("" before the first)
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,20 @@ def scan_link(settings: Settings, scan_key: str | None) -> str:
     return settings.public_link(scan_key) if scan_key else ""
 
 
+def location(settings: Settings, cog_key: str, cog_etag: str) -> str:
+    """What MapServer opens: the COG's public URL, with its version.
+
+    MapServer's FastCGI processes live long and GDAL caches what it read of
+    each file by its name: a replaced COG gets a new name (a query string S3
+    ignores), so no stale header or block of the old one is ever served, with
+    GDAL's cache on.
+    """
+    return f"/vsicurl/{settings.public_link(cog_key)}?v={cog_etag.strip(chr(34))}"
+
+
 def index_row(cog, collection: Collection, item: Mapping, settings: Settings) -> dict:
-    """The row of a COG (an open rasterio dataset, local or over S3) made from plan item ``item``.
+    """The row of a COG (an open rasterio dataset, local or over S3) made from plan item ``item``,
+    whose ``cog_etag`` is the ETag the COG has in the bucket.
 
     The footprint comes from a small overview level of the COG's mask; no
     pixel is read.
@@ -91,7 +117,7 @@ def index_row(cog, collection: Collection, item: Mapping, settings: Settings) ->
     cog_key = item["cog_key"]
     return {
         COG_KEY_COLUMN: cog_key,
-        "location": vsis3_path(settings.bucket, cog_key),
+        "location": location(settings, cog_key, item["cog_etag"]),
         "src_srs": cog.crs.to_string() if cog.crs else "",
         **frame_attributes(collection, parse_key(cog_key).stem).as_record(),
         "dl_orig": scan_link(settings, item["scan"]),
@@ -106,13 +132,32 @@ def index_row(cog, collection: Collection, item: Mapping, settings: Settings) ->
 # --- the table ------------------------------------------------------------------------------
 
 def _has_table(connection: Connection, table: str) -> bool:
-    """Whether the collection has a table of this layout (a table made by ls4 before
-    incremental indexing has no ``cog_key`` column and is replaced)."""
+    """Whether the collection has a table of this layout and the catalog its current one.
+
+    A table made by ls4 before incremental indexing has no ``cog_key`` column
+    and is replaced; a catalog from before the collection overview has no
+    change log and is completed.
+    """
     return bool(connection.execute(text(
-        "SELECT to_regclass(:catalog) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute "
+        "SELECT to_regclass(:changes) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute "
         "WHERE attrelid = to_regclass(:table) AND attname = :column AND NOT attisdropped)"),
-        {"catalog": CATALOG, "table": f"public.{_quoted(connection, table)}",
+        {"changes": CHANGES, "table": f"public.{_quoted(connection, table)}",
          "column": COG_KEY_COLUMN}).scalar())
+
+
+def _create_catalog(connection: Connection) -> None:
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
+    connection.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {CATALOG} (table_name text PRIMARY KEY, title text NOT NULL, "
+        "generation bigint NOT NULL DEFAULT 0, updated timestamptz NOT NULL DEFAULT now())"))
+    connection.execute(text(
+        f"ALTER TABLE {CATALOG} ADD COLUMN IF NOT EXISTS overview_generation bigint NOT NULL DEFAULT 0, "
+        "ADD COLUMN IF NOT EXISTS overview_key text NOT NULL DEFAULT ''"))
+    connection.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {CHANGES} (table_name text NOT NULL, generation bigint NOT NULL, "
+        f"area geometry(Polygon, {INDEX_SRID}) NOT NULL)"))
+    connection.execute(text(f"CREATE INDEX IF NOT EXISTS index_changes_by_table ON {CHANGES} "
+                            "(table_name, generation)"))
 
 
 def ensure_table(connection: Connection, collection: Collection) -> None:
@@ -126,22 +171,22 @@ def ensure_table(connection: Connection, collection: Collection) -> None:
     connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": _DDL_LOCK})
     if _has_table(connection, collection.table):
         return  # another writer created it while this one waited
+    _create_catalog(connection)
     name = _quoted(connection, collection.table)
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
-    connection.execute(text(
-        f"CREATE TABLE IF NOT EXISTS {CATALOG} (table_name text PRIMARY KEY, title text NOT NULL, "
-        "generation bigint NOT NULL DEFAULT 0, updated timestamptz NOT NULL DEFAULT now())"))
-    connection.execute(text(f"DROP TABLE IF EXISTS public.{name}"))
-    connection.execute(text(
-        f"CREATE TABLE public.{name} ("
-        f"{KEY_COLUMN} integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-        f"{COG_KEY_COLUMN} text NOT NULL UNIQUE, "
-        + "".join(f'"{column}" text NOT NULL, ' for column in COLUMNS)
-        + f"{ETAG_COLUMN} text NOT NULL, "
-        f"{BBOX_COLUMN} geometry(Polygon, {INDEX_SRID}) NOT NULL, "
-        f"{GEOMETRY} geometry(MultiPolygon, {INDEX_SRID}) NOT NULL, "
-        "updated timestamptz NOT NULL DEFAULT now())"))
-    connection.execute(text(f"CREATE INDEX ON public.{name} USING gist ({GEOMETRY})"))
+    if not connection.execute(text("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+                                   "to_regclass(:table) AND attname = :column AND NOT attisdropped)"),
+                              {"table": f"public.{name}", "column": COG_KEY_COLUMN}).scalar():
+        connection.execute(text(f"DROP TABLE IF EXISTS public.{name}"))
+        connection.execute(text(
+            f"CREATE TABLE public.{name} ("
+            f"{KEY_COLUMN} integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            f"{COG_KEY_COLUMN} text NOT NULL UNIQUE, "
+            + "".join(f'"{column}" text NOT NULL, ' for column in COLUMNS)
+            + f"{ETAG_COLUMN} text NOT NULL, "
+            f"{BBOX_COLUMN} geometry(Polygon, {INDEX_SRID}) NOT NULL, "
+            f"{GEOMETRY} geometry(MultiPolygon, {INDEX_SRID}) NOT NULL, "
+            "updated timestamptz NOT NULL DEFAULT now())"))
+        connection.execute(text(f"CREATE INDEX ON public.{name} USING gist ({GEOMETRY})"))
     connection.execute(text(
         f"INSERT INTO {CATALOG} (table_name, title) VALUES (:table, :title) "
         "ON CONFLICT (table_name) DO UPDATE SET title = EXCLUDED.title"),
@@ -155,12 +200,23 @@ def _bump(connection: Connection, table: str) -> int:
         "WHERE table_name = :table RETURNING generation"), {"table": table}).scalar_one()
 
 
+def _log_areas(connection: Connection, collection: Collection, generation: int, cog_keys: list[str]) -> None:
+    """Log where these COGs' rows are now (before a change: where they were)."""
+    connection.execute(text(
+        f"INSERT INTO {CHANGES} (table_name, generation, area) SELECT :table, :generation, {BBOX_COLUMN} "
+        f"FROM public.{_quoted(connection, collection.table)} WHERE {COG_KEY_COLUMN} = ANY(:keys)"),
+        {"table": collection.table, "generation": generation, "keys": cog_keys})
+
+
 def upsert(connection: Connection, collection: Collection, rows: Iterable[Mapping]) -> int | None:
     """Insert or replace rows by COG key, in the caller's transaction; return the new generation."""
     rows = list(rows)
     if not rows:
         return None
     ensure_table(connection, collection)
+    generation = _bump(connection, collection.table)
+    keys = [row[COG_KEY_COLUMN] for row in rows]
+    _log_areas(connection, collection, generation, keys)  # a replaced COG may have moved
     columns = [COG_KEY_COLUMN, *COLUMNS, ETAG_COLUMN]
     values = [f":{column}" for column in columns] + [
         f"ST_GeomFromText(:{BBOX_COLUMN}, {INDEX_SRID})", f"ST_Multi(ST_GeomFromText(:{GEOMETRY}, {INDEX_SRID}))"]
@@ -170,7 +226,8 @@ def upsert(connection: Connection, collection: Collection, rows: Iterable[Mappin
         f"INSERT INTO public.{_quoted(connection, collection.table)} ({_column_list(names)}) "
         f"VALUES ({', '.join(values)}) "
         f"ON CONFLICT ({COG_KEY_COLUMN}) DO UPDATE SET {updates}, updated = now()"), rows)
-    return _bump(connection, collection.table)
+    _log_areas(connection, collection, generation, keys)
+    return generation
 
 
 def set_scan_links(connection: Connection, collection: Collection, links: Mapping[str, str]) -> int | None:
@@ -189,10 +246,12 @@ def delete(connection: Connection, collection: Collection, cog_keys: Iterable[st
     cog_keys = list(cog_keys)
     if not cog_keys or not _has_table(connection, collection.table):
         return None
+    generation = _bump(connection, collection.table)
+    _log_areas(connection, collection, generation, cog_keys)
     connection.execute(text(
         f"DELETE FROM public.{_quoted(connection, collection.table)} WHERE {COG_KEY_COLUMN} = ANY(:keys)"),
         {"keys": cog_keys})
-    return _bump(connection, collection.table)
+    return generation
 
 
 def indexed(connection: Connection, collection: Collection) -> dict[str, IndexedCog]:
@@ -204,12 +263,18 @@ def indexed(connection: Connection, collection: Collection) -> dict[str, Indexed
     return {key: IndexedCog(etag, dl_orig) for key, etag, dl_orig in result}
 
 
+def catalog_entry(connection: Connection, collection: Collection) -> CatalogEntry:
+    """The collection's catalog line (all zero before its table exists)."""
+    if not _has_table(connection, collection.table):
+        return CatalogEntry(0, 0, "")
+    return CatalogEntry(*connection.execute(text(
+        f"SELECT generation, overview_generation, overview_key FROM {CATALOG} WHERE table_name = :table"),
+        {"table": collection.table}).one())
+
+
 def generation(connection: Connection, collection: Collection) -> int:
     """How many changes the table has seen (0 before it exists)."""
-    if not _has_table(connection, collection.table):
-        return 0
-    return connection.execute(text(f"SELECT generation FROM {CATALOG} WHERE table_name = :table"),
-                              {"table": collection.table}).scalar_one()
+    return catalog_entry(connection, collection).generation
 
 
 def summary(connection: Connection, collection: Collection) -> IndexSummary:
@@ -220,6 +285,30 @@ def summary(connection: Connection, collection: Collection) -> IndexSummary:
         f"(SELECT count(*) AS n, ST_Extent({GEOMETRY}) AS e "
         f"FROM public.{_quoted(connection, collection.table)}) AS x")).one()
     return IndexSummary(generation(connection, collection), count, tuple(bounds) if count else None)
+
+
+def changed_areas(connection: Connection, collection: Collection, since: int) -> list[tuple]:
+    """Bounds of every area a change after generation ``since`` touched."""
+    return [tuple(bounds) for bounds in connection.execute(text(
+        f"SELECT ST_XMin(area), ST_YMin(area), ST_XMax(area), ST_YMax(area) FROM {CHANGES} "
+        "WHERE table_name = :table AND generation > :since"), {"table": collection.table, "since": since})]
+
+
+def cogs_within(connection: Connection, collection: Collection, bounds: tuple) -> list[str]:
+    """Keys of the COGs whose footprint meets ``bounds``, in the order MapServer draws them."""
+    return list(connection.execute(text(
+        f"SELECT {COG_KEY_COLUMN} FROM public.{_quoted(connection, collection.table)} "
+        f"WHERE {GEOMETRY} && ST_MakeEnvelope(:minx, :miny, :maxx, :maxy, {INDEX_SRID}) "
+        f"ORDER BY {DRAW_ORDER}"), dict(zip(("minx", "miny", "maxx", "maxy"), bounds))).scalars())
+
+
+def set_overview(connection: Connection, collection: Collection, generation: int, key: str) -> None:
+    """Record that the overview ``key`` shows the table at ``generation``; forget older changes."""
+    connection.execute(text(f"UPDATE {CATALOG} SET overview_generation = :generation, overview_key = :key "
+                            "WHERE table_name = :table"),
+                       {"table": collection.table, "generation": generation, "key": key})
+    connection.execute(text(f"DELETE FROM {CHANGES} WHERE table_name = :table AND generation <= :generation"),
+                       {"table": collection.table, "generation": generation})
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,9 @@ def test_tile_index_in_postgis_and_s3(processed, tmp_path):
             "ST_SRID(geom) from testville_tops_1975_frames order by frame_num")).all()
     assert [r.frame_num for r in rows] == ["1", "2", "3"]
     assert all(r.date == "19750312" and r.roll == "4" and r.src_srs == "EPSG:3857" for r in rows)
-    assert rows[0].location == f"/vsis3/{pipeline.bucket()}/{NC}cog/19750312_4-1.tif"
+    # MapServer reads the COG by its public URL, versioned by its ETag (so GDAL's cache can stay on).
+    cog_etag = pipeline.s3().head_object(Bucket=pipeline.bucket(), Key=f"{NC}cog/19750312_4-1.tif")["ETag"]
+    assert rows[0].location == f"/vsicurl/{rows[0].dl_georef}?v={cog_etag.strip(chr(34))}"
     assert rows[0].dl_orig.endswith(f"{NC}scanned/19750312_4-1.tif")
     assert rows[1].dl_orig.endswith(f"{NC}scanned/19750312_4-2.TIF")
     assert not rows[2].dl_orig  # no scan: empty (NULL in PostGIS)

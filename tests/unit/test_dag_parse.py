@@ -70,4 +70,6 @@ def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_eve
     index = dag.get_task("tile_index")
     assert index.upstream_task_ids == {"plan", "frames_done"}
     assert index.trigger_rule == "all_success"
-    assert dag.get_task("mapfile").upstream_task_ids == {"tile_index"}
+    assert dag.get_task("collection_overview").upstream_task_ids == {"tile_index"}
+    assert dag.get_task("mapfile").upstream_task_ids == {"tile_index", "collection_overview"}
+    assert dag.get_task("wms_served").upstream_task_ids == {"mapfile"}

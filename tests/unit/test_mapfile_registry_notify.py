@@ -14,22 +14,42 @@ from ls4_ops.settings import Settings
 C = parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection
 
 
-def built():
-    return mapfile.build(C, [0, 0, 1000, 1000], wms_url="http://wms.example/wms/", pg_service="ls4")
+def built(overview=None):
+    return mapfile.build(C, [0, 0, 1000, 1000], wms_url="http://wms.example/wms/", pg_service="ls4",
+                         generation=7, overview=overview)
 
 
 def test_mapfile_is_valid_for_mapserver_8_and_parses_back():
     text = mapfile.render(built())
     parsed = mappyfile.loads(text)
     names = [layer["name"] for layer in parsed["layers"]]
-    assert names == ["anderson_ams_1960_frames_index", "anderson_ams_1960_frames"]
-    assert parsed["name"] not in names
+    assert names == ["anderson_ams_1960_frames_index", "anderson_ams_1960_frames_frames"]
+    assert parsed["name"] not in names and C.name not in names  # the group's name is the imagery layer
     raster = parsed["layers"][1]
-    assert (raster["tileindex"], raster["tileitem"], raster["tilesrs"]) == (
-        "anderson_ams_1960_frames_index", "location", "src_srs")
+    assert (raster["group"], raster["tileindex"], raster["tileitem"], raster["tilesrs"]) == (
+        C.name, "anderson_ams_1960_frames_index", "location", "src_srs")
+    assert "maxscaledenom" not in raster  # without an overview, frames at every scale
     assert parsed["web"]["metadata"]["wms_title"] == "Anderson AMS 1960 Frames"
     assert parsed["web"]["metadata"]["wms_onlineresource"] == (
         "http://wms.example/wms/?map=/mapfiles/anderson_ams_1960_frames.map&")
+    assert "index generation 7" in parsed["web"]["metadata"]["wms_keywordlist"]
+
+
+def test_zoomed_out_the_overview_is_drawn_instead_of_the_frames():
+    parsed = mappyfile.loads(mapfile.render(built(mapfile.Overview("/vsicurl/https://pub/ov_3.tif", 9.55))))
+    _, frames, overview = parsed["layers"]
+    assert frames["group"] == overview["group"] == C.name
+    assert overview["data"] == "/vsicurl/https://pub/ov_3.tif"
+    # Both switch where a screen pixel (at MapServer's 72 dpi) is an overview pixel: 9.55 m.
+    assert frames["maxscaledenom"] == overview["minscaledenom"] == pytest.approx(9.55 * 72 / 0.0254)
+
+
+def test_a_run_tells_the_mapfile_it_published_from_the_capabilities():
+    capabilities = (b'<WMS_Capabilities xmlns="http://www.opengis.net/wms"><Service><KeywordList>'
+                    b'<Keyword>ls4</Keyword><Keyword>index generation 12</Keyword></KeywordList></Service>'
+                    b'</WMS_Capabilities>')
+    assert mapfile.shows_generation(capabilities, 12)
+    assert not mapfile.shows_generation(capabilities, 1)  # not "index generation 1" within "... 12"
 
 
 def test_mapfile_holds_no_secret_of_the_deployment():
@@ -37,7 +57,7 @@ def test_mapfile_holds_no_secret_of_the_deployment():
                "LS4_PG_PASSWORD": "pg-secret-4711", "LS4_PG_USER": "pg-user-4711", "LS4_PG_HOST": "db.internal"}
     settings = Settings.from_env({**secrets, "LS4_WMS_URL": "http://wms.example/wms/", "LS4_PG_SERVICE": "ls4"})
     text = mapfile.render(mapfile.build(C, [0, 0, 1000, 1000], wms_url=settings.wms_url,
-                                        pg_service=settings.pg_service))
+                                        pg_service=settings.pg_service, generation=1))
     assert 'CONNECTION "service=ls4"' in text
     assert not [value for value in secrets.values() if value in text]
     assert not re.search(r"password|user=|host=|AWS_", text, re.IGNORECASE)

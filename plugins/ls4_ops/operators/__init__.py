@@ -2,10 +2,12 @@
 and hand the work to the core modules."""
 
 from ls4_ops.operators.collection import (
+    CollectionOverviewOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
     ReportRunOperator,
     TileIndexOperator,
+    WmsServedOperator,
 )
 from ls4_ops.operators.compiled import CompileIndexOperator
 from ls4_ops.operators.discovery import DiscoverCollectionsOperator
@@ -13,6 +15,7 @@ from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOpe
 
 __all__ = [
     "CogOperator",
+    "CollectionOverviewOperator",
     "CompileIndexOperator",
     "CompressOperator",
     "DiscoverCollectionsOperator",
@@ -21,4 +24,5 @@ __all__ = [
     "PublishMapfileOperator",
     "ReportRunOperator",
     "TileIndexOperator",
+    "WmsServedOperator",
 ]

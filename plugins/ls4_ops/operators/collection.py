@@ -3,8 +3,10 @@ the mapfile, and report what the run did."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -66,13 +68,14 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
     def collection_state(self) -> plan.CollectionState:
         with self.postgis.connect() as connection:
             indexed = tileindex.indexed(connection, self.collection)
-            generation = tileindex.generation(connection, self.collection)
+            entry = tileindex.catalog_entry(connection, self.collection)
         return plan.CollectionState(
             georef=self.s3.list_objects(self.bucket_name, self.collection.prefix("georef")),
             scanned=self.scans(),
             cogs=self.cogs(),
             indexed=indexed,
-            generation=generation,
+            generation=entry.generation,
+            overview_generation=entry.overview_generation,
             published_index=self.s3.published_generation(self.bucket_name, self.collection.tile_index_zip_key),
             published_mapfile=self.s3.published_generation(self.bucket_name, self.collection.mapfile_key),
         )
@@ -153,34 +156,168 @@ class TileIndexOperator(CollectionOperator):
                        metadata={tileindex.GENERATION_METADATA: str(generation)})
 
 
+class CollectionOverviewOperator(CollectionOperator):
+    """Bring the collection overview (one low-resolution mosaic of all frames) up to the index.
+
+    Draws again only the blocks that changes since its last version touched,
+    reading the frames there at their own overview levels, and publishes the
+    result under a new key. Returns the overview's key and resolution, or
+    None when the collection has no frame.
+    """
+
+    def execute(self, context):
+        with self.postgis.connect() as connection:
+            entry = tileindex.catalog_entry(connection, self.collection)
+            summary = tileindex.summary(connection, self.collection)
+            changed = tileindex.changed_areas(connection, self.collection, entry.overview_generation)
+        if entry.overview_generation == entry.generation:
+            self.log.info("the overview shows generation %d already", entry.generation)
+            return self.described(entry.overview_key)
+        key = self.draw(entry.overview_key, entry.generation, summary.bounds, changed) if summary.count else ""
+        with self.postgis.begin() as connection:
+            tileindex.set_overview(connection, self.collection, entry.generation, key)
+        # The version before stays: MapServer reads it until the new mapfile reaches it.
+        stale = [obj.key for obj in self.s3.list_objects(self.bucket_name, self.collection.overview_prefix)
+                 if obj.key not in (key, entry.overview_key)]
+        if stale:
+            self.s3.delete_objects(self.bucket_name, stale)
+        return self.described(key)
+
+    @staticmethod
+    def described(key: str) -> dict | None:
+        from ls4_ops.layout import overview_zoom
+        from ls4_ops.overview import resolution
+
+        return {"key": key, "resolution": resolution(overview_zoom(key))} if key else None
+
+    def draw(self, previous_key: str, generation: int, extent, changed) -> str:
+        """Write the overview of the index at ``generation``; return its key."""
+        import rasterio
+
+        from ls4_ops import overview
+
+        with tempfile.TemporaryDirectory(prefix="ls4-overview-") as directory, \
+                self.s3.endpoint().rasterio_env(), ExitStack() as frames:
+            opened = {}
+
+            def frames_in(bounds):
+                with self.postgis.connect() as connection:
+                    keys = tileindex.cogs_within(connection, self.collection, bounds)
+                for cog_key in keys:
+                    if cog_key not in opened:
+                        opened[cog_key] = frames.enter_context(
+                            rasterio.open(vsis3_path(self.bucket_name, cog_key)))
+                    yield opened[cog_key]
+
+            previous = None
+            if previous_key and self.s3.check_for_key(previous_key, self.bucket_name):
+                previous = os.path.join(directory, "previous.tif")
+                self.s3.get_conn().download_file(self.bucket_name, previous_key, previous)
+            elif previous_key:
+                self.log.warning("%s is gone from the bucket: the overview is drawn anew", previous_key)
+            out = os.path.join(directory, "overview.tif")
+            info = overview.update(previous, out, self.collection.band, extent, changed, frames_in,
+                                   scratch=os.path.join(directory, "work.tif"))
+            key = self.collection.overview_key(generation, info["zoom"])
+            self.s3.upload(out, self.bucket_name, key, acl="public-read", content_type="image/tiff")
+        self.log.info("overview %s: %s", key, info)
+        return key
+
+
 class PublishMapfileOperator(CollectionOperator):
     """Build the mapfile with mappyfile and publish it to ``mapfiles/``.
 
     :param tile_index: what TileIndexOperator returned (its extent is the map's)
+    :param overview: what CollectionOverviewOperator returned (None: no overview layer)
     """
 
-    template_fields = ("tile_index",)
+    template_fields = ("tile_index", "overview")
 
-    def __init__(self, *, tile_index, **kwargs):
+    def __init__(self, *, tile_index, overview=None, **kwargs):
         super().__init__(**kwargs)
         self.tile_index = tile_index
+        self.overview = overview
 
     def execute(self, context):
         if not self.tile_index["count"]:
             raise AirflowSkipException(f"{self.collection.name} has no indexed COG: there is nothing to serve")
-        generation = str(self.tile_index["generation"])
+        generation = self.tile_index["generation"]
         settings = self.settings
-        text = mapfile.render(mapfile.build(self.collection, list(self.tile_index["extent"]), wms_url=settings.wms_url,
-                                            pg_service=settings.pg_service))
+        overview = self.overview and mapfile.Overview(f"/vsicurl/{settings.public_link(self.overview['key'])}",
+                                                      self.overview["resolution"])
+        text = mapfile.render(mapfile.build(self.collection, list(self.tile_index["extent"]),
+                                            wms_url=settings.wms_url, pg_service=settings.pg_service,
+                                            generation=generation, overview=overview))
         with tempfile.NamedTemporaryFile("w", suffix=".map") as handle:
             handle.write(text)
             handle.flush()
             self.s3.upload(handle.name, self.bucket_name, self.collection.mapfile_key, content_type="text/plain",
                            metadata={**mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid),
-                                     tileindex.GENERATION_METADATA: generation})
+                                     tileindex.GENERATION_METADATA: str(generation)})
         url = mapfile.mapfile_url(self.collection, settings.wms_url)
         self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.collection.name, url)
-        return url
+        return {"url": url, "generation": generation, "extent": self.tile_index["extent"]}
+
+
+class WmsServedOperator(CollectionOperator):
+    """Succeed once MapServer serves what the run published; fail with the reason if it does not in time.
+
+    The mapfile reaches MapServer through the sync on its host: until then the
+    WMS answers with the mapfile before (or with "Unable to access file" for a
+    new collection). A run is green only when GetCapabilities comes from the
+    new mapfile and a GetMap of the collection's extent is an image.
+
+    :param published: what PublishMapfileOperator returned
+    :param timeout: how long to wait, in seconds
+    """
+
+    template_fields = ("published",)
+
+    def __init__(self, *, published, timeout: float = 120, **kwargs):
+        super().__init__(**kwargs)
+        self.published = published
+        self.timeout = timeout
+
+    def execute(self, context):
+        from tenacity import Retrying, stop_after_delay, wait_fixed
+
+        for attempt in Retrying(stop=stop_after_delay(self.timeout), wait=wait_fixed(2), reraise=True):
+            with attempt:
+                self.check()
+        self.log.info("MapServer serves generation %d of %s", self.published["generation"], self.collection.name)
+
+    def check(self) -> None:
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        def get(**params) -> tuple[str, bytes]:
+            query = urllib.parse.urlencode({"SERVICE": "WMS", "VERSION": "1.3.0", **params})
+            try:
+                with urllib.request.urlopen(f"{self.published['url']}&{query}", timeout=30) as answer:
+                    return answer.headers.get("Content-Type", ""), answer.read()
+            except (urllib.error.URLError, OSError) as error:
+                raise WmsNotServing(f"the WMS at {self.published['url']} does not answer: {error}") from error
+
+        _, capabilities = get(REQUEST="GetCapabilities")
+        try:
+            current = mapfile.shows_generation(capabilities, self.published["generation"])
+        except ValueError:  # not XML: MapServer's error text
+            current = False
+        if not current:
+            raise WmsNotServing(f"the WMS does not serve index generation {self.published['generation']} yet "
+                                f"(is the mapfile sync on the MapServer host running?): "
+                                f"{capabilities[:300].decode(errors='replace')}")
+        content_type, image = get(REQUEST="GetMap", LAYERS=self.collection.name, STYLES="", CRS=tileindex.INDEX_CRS,
+                                  BBOX=",".join(map(str, self.published["extent"])), WIDTH=256, HEIGHT=256,
+                                  FORMAT="image/png", TRANSPARENT="TRUE")
+        if not content_type.startswith("image/png"):
+            raise WmsNotServing(f"a GetMap of {self.collection.name} answers {content_type}: "
+                                f"{image[:300].decode(errors='replace')}")
+
+
+class WmsNotServing(RuntimeError):
+    pass
 
 
 class ReportRunOperator(CollectionOperator):

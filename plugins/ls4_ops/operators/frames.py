@@ -103,12 +103,13 @@ class CogOperator(FrameStageOperator):
             cog = os.path.join(directory, "cog.tif")
             info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.collection.band,
                                  key=self.upload["key"])
-            with rasterio.open(cog) as written:  # its mask is at hand: the footprint costs no S3 read
-                row = tileindex.index_row(written, self.collection, self.upload, self.settings)
-            self.s3.upload(
+            cog_etag = self.s3.upload(
                 cog, self.bucket_name, self.upload["cog_key"], acl="public-read", content_type="image/tiff",
                 metadata={SOURCE_ETAG_METADATA: self.upload["etag"], SOURCE_KEY_METADATA: self.upload["key"]},
             )
+            with rasterio.open(cog) as written:  # its mask is at hand: the footprint costs no S3 read
+                row = tileindex.index_row(written, self.collection, {**self.upload, "cog_etag": cog_etag},
+                                          self.settings)
         with self.postgis.begin() as connection:
             tileindex.upsert(connection, self.collection, [row])
         self.s3.delete_objects(self.bucket_name, list(work))
