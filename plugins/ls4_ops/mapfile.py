@@ -188,10 +188,26 @@ def render(mapfile: dict) -> str:
     """Mapfile text, refused if MapServer 8.0 would reject it."""
     import mappyfile  # imported here: DAG files use this module and must parse fast
 
-    errors = mappyfile.validate(mapfile, version=MAPSERVER_VERSION)
+    errors = _validation_errors(mapfile)
     if errors:
-        raise MapfileError("; ".join(f"{e.get('error')} at {e.get('path', '')}" for e in errors))
+        raise MapfileError("; ".join(errors))
     return mappyfile.dumps(mapfile, indent=2)
+
+
+def problems(text: str) -> list[str]:
+    """Why MapServer 8.0 would reject mapfile ``text`` (empty when it would not)."""
+    import mappyfile
+
+    try:
+        return _validation_errors(mappyfile.loads(text))
+    except Exception as error:  # mappyfile raises lark's various parse errors
+        return [f"it does not parse: {str(error).splitlines()[0] if str(error) else type(error).__name__}"]
+
+
+def _validation_errors(mapfile: dict) -> list[str]:
+    import mappyfile
+
+    return [f"{e.get('error')} at {e.get('path', '')}" for e in mappyfile.validate(mapfile, version=MAPSERVER_VERSION)]
 
 
 def s3fs_metadata(uid: str, gid: str, mtime: float | None = None) -> dict[str, str]:

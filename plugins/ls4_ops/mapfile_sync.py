@@ -1,9 +1,11 @@
 """Keep MapServer's mapfile folder in step with ``mapfiles/`` in the bucket.
 
 Runs on the MapServer host (the original system used an s3fs mount there).
-Uses the amazon provider's ``S3Hook.sync_to_local_dir``: files are downloaded
-to a temporary name and renamed, so MapServer never reads half a mapfile, and
-mapfiles removed from the bucket are removed here too.
+A new or changed mapfile is downloaded beside its place, checked (it must
+parse and validate for MapServer 8) and only then renamed into place, so
+MapServer never reads half a mapfile nor one that failed validation: the
+last good one stays, and the log says why. Mapfiles removed from the bucket
+are removed here too.
 
     python -m ls4_ops.mapfile_sync --dest /path/to/mapfiles [--interval 2] [--once]
 """
@@ -12,19 +14,47 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import time
 from pathlib import Path
 
+from ls4_ops import mapfile
 from ls4_ops.hooks import Ls4S3Hook
 from ls4_ops.layout import MAPFILE_PREFIX
 from ls4_ops.settings import Settings
 
 log = logging.getLogger("ls4.mapfile_sync")
 
+# What MapServer's MS_MAP_PATTERN lets through (include/stack/stack.sh).
+SYNCED_NAME = re.compile(r"[a-z0-9_]+\.map")
 
-def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path) -> None:
+
+def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path, seen: dict[str, str]) -> None:
+    """One pass. ``seen`` maps each mapfile to the ETag last looked at (kept between
+    passes; a new process looks at every mapfile once)."""
     dest.mkdir(parents=True, exist_ok=True)
-    hook.sync_to_local_dir(bucket_name=bucket, local_dir=dest, s3_prefix=MAPFILE_PREFIX, delete_stale=True)
+    listed = {obj.key.removeprefix(MAPFILE_PREFIX): obj.etag
+              for obj in hook.list_objects(bucket, MAPFILE_PREFIX)}
+    for name, etag in listed.items():
+        if not SYNCED_NAME.fullmatch(name) or seen.get(name) == etag:
+            continue
+        seen[name] = etag  # a mapfile refused is not looked at again until it changes
+        staged = dest / f".{name}.staged"
+        hook.get_conn().download_file(bucket, MAPFILE_PREFIX + name, str(staged))
+        problems = mapfile.problems(staged.read_text(errors="replace"))
+        if problems:
+            staged.unlink()
+            log.error("%s%s fails validation and is not served (the last good one stays): %s",
+                      MAPFILE_PREFIX, name, "; ".join(problems))
+            continue
+        os.replace(staged, dest / name)
+        log.info("installed %s%s", MAPFILE_PREFIX, name)
+    for path in dest.glob("*.map"):
+        if path.name not in listed:
+            path.unlink()
+            seen.pop(path.name, None)
+            log.info("removed %s: it is gone from the bucket", path.name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,9 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.from_env()
     hook = Ls4S3Hook(aws_conn_id=settings.s3_conn_id)
+    seen: dict[str, str] = {}
     while True:
         try:
-            sync_once(hook, settings.bucket, args.dest)
+            sync_once(hook, settings.bucket, args.dest, seen)
         except Exception:  # a passing S3 outage must not stop the service
             if args.once:
                 raise

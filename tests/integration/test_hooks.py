@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from ls4_ops import mapfile
 from ls4_ops.hooks import Ls4S3Hook
+from ls4_ops.layout import parse_key
 from ls4_ops.settings import Settings
 from tests.integration import pipeline
+
+SYNC_INTERVAL_S = 2  # the mapsync service's default --interval
 
 
 def test_a_key_deleted_after_listing_is_not_an_error_when_made_public(services, tmp_path):
@@ -22,11 +27,28 @@ def test_a_key_deleted_after_listing_is_not_an_error_when_made_public(services, 
     assert not hook.set_public_read(pipeline.bucket(), key)
 
 
-def test_mapfile_sync_copies_new_mapfiles_and_removes_deleted_ones(services):
-    key, local = "mapfiles/zz_synctest.map", os.path.join(os.environ["LS4_MAPFILE_DIR"], "zz_synctest.map")
-    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=key, Body=b'MAP NAME "zz" END')
-    wait_until(lambda: os.path.exists(local), f"{local} to appear")
-    pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=key)
+def test_mapfile_sync_installs_valid_mapfiles_only_and_removes_deleted_ones(services):
+    collection = parse_key("nc/synctest/usda_1950/frames/georef/x.tif").collection
+    good = mapfile.render(mapfile.build(collection, [0, 0, 100, 100], wms_url="http://wms/", pg_service="ls4",
+                                        generation=1))
+    broken = good.replace("TYPE RASTER", "TYPE NOT_A_TYPE", 1)
+    folder = os.environ["LS4_MAPFILE_DIR"]
+    key, local = collection.mapfile_key, os.path.join(folder, os.path.basename(collection.mapfile_key))
+
+    def put(name_key: str, text: str) -> None:
+        pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=name_key, Body=text.encode())
+
+    put(key, good)
+    wait_until(lambda: os.path.exists(local) and open(local).read() == good, f"{local} to appear")
+    # A mapfile that fails validation is never served: the last good one stays, and a new
+    # one that fails never appears at all.
+    put(key, broken)
+    put("mapfiles/zz_broken.map", broken)
+    time.sleep(3 * SYNC_INTERVAL_S)
+    assert open(local).read() == good
+    assert not os.path.exists(os.path.join(folder, "zz_broken.map"))
+    for name_key in (key, "mapfiles/zz_broken.map"):
+        pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=name_key)
     wait_until(lambda: not os.path.exists(local), f"{local} to go")
 
 
