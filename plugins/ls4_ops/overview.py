@@ -31,6 +31,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window, from_bounds
 
 from ls4_ops.layout import BANDS
+from ls4_ops.profiles import PROFILES
 from ls4_ops.tileindex import INDEX_CRS
 
 WEB_MERCATOR_HALF_WIDTH = 20037508.342789244
@@ -40,10 +41,7 @@ MAX_ZOOM = 14
 # georeferenced far off) gets a coarser zoom level, so that its overview
 # stays a file of at most this many pixels a side.
 MAX_SIDE_PIXELS = 16384
-BLOCK = 512
-# Lossless (see the module's docstring), and what rio-cogeo's "deflate" profile writes.
-COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": BLOCK, "OVERVIEW_RESAMPLING": "AVERAGE",
-               "NUM_THREADS": "ALL_CPUS", "BIGTIFF": "IF_SAFER"}
+BLOCK = PROFILES.block_size
 
 Bounds = tuple[float, float, float, float]
 
@@ -176,7 +174,7 @@ def update(previous: str | None, out: str, band: str, extent: Bounds, changed: I
                 work.write(pixels, window=mosaic.window(block))
                 work.write_mask(valid, window=mosaic.window(block))
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        rasterio.shutil.copy(scratch, out, driver="COG", **COG_OPTIONS)
+        rasterio.shutil.copy(scratch, out, driver="COG", **PROFILES.overview_cog)
     return {"zoom": mosaic.zoom, "resolution": resolution(mosaic.zoom), "blocks_drawn": drawn,
             "blocks_copied": copied, "width": mosaic.width, "height": mosaic.height}
 

@@ -28,6 +28,10 @@ def get_map(wms_url: str, collection: Collection, bbox, size: int = 256) -> np.n
         CRS="EPSG:3857", BBOX=",".join(map(str, bbox)), WIDTH=size, HEIGHT=size, FORMAT="image/png",
         TRANSPARENT="TRUE")
     assert content_type.startswith("image/png"), body[:500]
+    return png_pixels(body)
+
+
+def png_pixels(body: bytes) -> np.ndarray:
     with rasterio.MemoryFile(body) as memory, memory.open() as png:
         return png.read()
 
@@ -42,17 +46,18 @@ def get_feature_info(wms_url: str, collection: Collection, bbox, x: int, y: int,
     return body.decode()
 
 
-def source_in_box(path: str, bbox, size: int = 256, bands: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The source image resampled to the GetMap grid, and where it has data."""
+def source_in_box(path: str, bbox, size: int = 256, bands: int = 3,
+                  crs: str = "EPSG:3857") -> tuple[np.ndarray, np.ndarray]:
+    """The source image resampled to the GetMap grid (``bbox`` in ``crs``, x/y order), and where it has data."""
     transform = from_bounds(*bbox, size, size)
     with rasterio.open(path) as src:
         indexes = list(range(1, bands + 1))
         expected = np.zeros((bands, size, size), dtype="float32")
-        reproject(rasterio.band(src, indexes), expected, dst_transform=transform, dst_crs="EPSG:3857",
+        reproject(rasterio.band(src, indexes), expected, dst_transform=transform, dst_crs=crs,
                   resampling=Resampling.average, dst_nodata=0)
         valid = np.zeros((size, size), dtype="uint8")
         reproject(src.dataset_mask(), valid, src_transform=src.transform, src_crs=src.crs,
-                  dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.nearest)
+                  dst_transform=transform, dst_crs=crs, resampling=Resampling.nearest)
     return expected, valid > 0
 
 

@@ -22,7 +22,8 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
-from ls4_ops import raster
+from ls4_ops import collar, raster
+from ls4_ops.profiles import PROFILES
 from ls4_ops.errors import BadUpload
 from include.synthetic import (
     CUSTOM_TM_WKT,
@@ -214,7 +215,7 @@ def test_collar_of_a_rotated_warped_frame_is_transparent(tmp_path):
     info = raster.compress(src, str(tmp_path / "out.tif"), "nc")
     assert info["mask"] == "reprojection footprint + scan collar"
     with rasterio.open(tmp_path / "out.tif") as out:
-        dark_opaque = (out.read() <= raster.COLLAR_MAX_VALUE).all(axis=0) & (out.dataset_mask() > 0)
+        dark_opaque = (out.read() <= collar.MAX_VALUE).all(axis=0) & (out.dataset_mask() > 0)
         labels, count = ndimage.label(dark_opaque)
         # The one dark area left is the interior black block, where it should be.
         assert count == 1
@@ -347,9 +348,15 @@ def test_overview_factors_stop_at_one_block_or_64(width, height):
     if long_side <= 512:
         assert factors == []
     else:
-        smallest = -(-long_side // factors[-1])
+        smallest = collar.ceil_div(long_side, factors[-1])
         assert smallest <= 512 or factors[-1] == 64
-        assert len(factors) == 1 or -(-long_side // factors[-2]) > 512
+        assert len(factors) == 1 or collar.ceil_div(long_side, factors[-2]) > 512
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**6))
+def test_ceil_div_rounds_up(numerator, denominator):
+    quotient = collar.ceil_div(numerator, denominator)
+    assert (quotient - 1) * denominator < numerator <= quotient * denominator
 
 
 def test_add_overviews_writes_an_ovr_and_leaves_the_file_alone(tmp_path):
@@ -364,7 +371,8 @@ def test_add_overviews_writes_an_ovr_and_leaves_the_file_alone(tmp_path):
     with rasterio.open(compressed + ".ovr") as ovr:  # levels 2 and 4 (2 from the first)
         assert (ovr.width, ovr.height) == (750, 500)
         assert ovr.overviews(1) == [2]
-        assert ovr.compression.name.lower() == raster.INTERMEDIATE_OVERVIEW_CODEC.lower()
+        codec = PROFILES.intermediate_overviews["COMPRESS_OVERVIEW"]
+        assert ovr.compression.name.lower() == codec.lower()
 
 
 def test_small_image_gets_no_overviews(tmp_path):
