@@ -1,5 +1,6 @@
-"""Collection-level tasks: plan the run, bring the tile index up to date, publish
-the mapfile, and report what the run did."""
+"""Collection-level tasks: plan the run, bring the tile index and the collection
+overview up to date, publish the mapfile, wait until MapServer serves it, and
+report what the run did."""
 
 from __future__ import annotations
 
