@@ -117,6 +117,8 @@ class CollectionState:
     published_mapfile: int | None = None
     # HEADs of the COGs that cogs_to_inspect() names (None: gone since the listing).
     sources: Mapping[str, CogSource | None] = field(default_factory=dict)
+    # Uploads that failed for a reason inside the file, and the ETag of the version that did.
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class Plan:
     todo: list[dict]  # raster work: {"key", "etag", "cog_key", "scan"}
     up_to_date: list[str]
     problems: list[tuple[str, str]]  # (key, what is wrong and what to do)
+    # Uploads whose version failed already for a reason inside the file: left alone until they change.
+    known_bad: list[str] = field(default_factory=list)
     # Keys a manual run asked for that cannot be processed, and why.
     not_found: list[tuple[str, str]] = field(default_factory=list)
     index: IndexWork = field(default_factory=IndexWork)
@@ -236,6 +240,9 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
         if wanted and obj.key not in wanted:
             continue
         current = made_from(cog_key) == obj.etag
+        if not (wanted or request.force or current) and state.failed.get(obj.key) == obj.etag:
+            plan.known_bad.append(obj.key)
+            continue
         if wanted or request.force or not current:
             plan.todo.append(item(cog_key, obj))
             continue

@@ -50,9 +50,9 @@ SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 # Overlapping frames: the later key is drawn over the earlier, by MapServer
 # (its tile index query) and in the collection overview alike.
 DRAW_ORDER = COG_KEY_COLUMN
-# One lock for creating tables: concurrent CREATE ... IF NOT EXISTS can still
-# collide in PostgreSQL's catalogs.
-_DDL_LOCK = "ls4.tile_index.ddl"
+# One lock for creating ls4's tables: concurrent CREATE ... IF NOT EXISTS can
+# still collide in PostgreSQL's catalogs.
+DDL_LOCK = "ls4.tile_index.ddl"
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def ensure_table(connection: Connection, collection: Collection) -> None:
     """
     if _has_table(connection, collection.table):
         return
-    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": _DDL_LOCK})
+    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": DDL_LOCK})
     if _has_table(connection, collection.table):
         return  # another writer created it while this one waited
     _create_catalog(connection)

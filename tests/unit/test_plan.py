@@ -113,6 +113,18 @@ def test_shapefile_mapfile_or_overview_behind_the_table_are_redone():
     assert not planned(empty).has_work
 
 
+def test_a_version_that_failed_is_left_alone_until_it_changes_or_is_named():
+    georef = [obj("bad.tif", "v1"), obj("good.tif", "e1")]
+    state = processed(georef, {"good.tif": "e1"}, failed={PREFIX + "bad.tif": "v1"})
+    plan = planned(state)
+    assert plan.todo == [] and plan.known_bad == [PREFIX + "bad.tif"]
+    changed = processed([obj("bad.tif", "v2"), obj("good.tif", "e1")], {"good.tif": "e1"},
+                        failed={PREFIX + "bad.tif": "v1"})
+    assert [item["etag"] for item in planned(changed).todo] == ["v2"]
+    for request in (RunRequest((PREFIX + "bad.tif",)), RunRequest(force=True)):
+        assert PREFIX + "bad.tif" in [item["key"] for item in planned(state, request).todo]
+
+
 def test_force_and_keys_select_what_is_reprocessed():
     georef = [obj("a.tif"), obj("b.tif"), obj("c.tif")]
     state = processed(georef, {name: "e1" for name in ("a.tif", "b.tif", "c.tif")})

@@ -57,9 +57,10 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
             self.notify(notice)
         for key in run.make_public:
             self.s3.set_public_read(self.bucket_name, key)
-        self.log.info("%d to process, %d up to date, %d problems; index: %d to add, %d links, %d to remove, "
-                      "publish %s", len(run.todo), len(run.up_to_date), len(run.problems), len(run.index.add),
-                      len(run.index.scan_links), len(run.index.remove), run.index.publish)
+        self.log.info("%d to process, %d up to date, %d failed before (left until they change), %d problems; "
+                      "index: %d to add, %d links, %d to remove, publish %s", len(run.todo), len(run.up_to_date),
+                      len(run.known_bad), len(run.problems), len(run.index.add), len(run.index.scan_links),
+                      len(run.index.remove), run.index.publish)
         context["ti"].xcom_push(key=INDEX_WORK_XCOM, value=run.index.to_dict())
         if not run.has_work:
             self.log.info("nothing changed since the last run: nothing to do")
@@ -67,9 +68,12 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
         return run.todo
 
     def collection_state(self) -> plan.CollectionState:
+        from ls4_ops import failures
+
         with self.postgis.connect() as connection:
             indexed = tileindex.indexed(connection, self.collection)
             entry = tileindex.catalog_entry(connection, self.collection)
+            failed = failures.failed(connection, self.collection)
         return plan.CollectionState(
             georef=self.s3.list_objects(self.bucket_name, self.collection.prefix("georef")),
             scanned=self.scans(),
@@ -79,6 +83,7 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
             overview_generation=entry.overview_generation,
             published_index=self.s3.published_generation(self.bucket_name, self.collection.tile_index_zip_key),
             published_mapfile=self.s3.published_generation(self.bucket_name, self.collection.mapfile_key),
+            failed=failed,
         )
 
 

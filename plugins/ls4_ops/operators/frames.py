@@ -46,10 +46,21 @@ class FrameStageOperator(CollectionOperator):
         try:
             return self.run_stage()
         except BadUpload as error:
+            self.remember_failure(error)
             send(subject="upload cannot be processed", reason=error.reason, key=self.upload["key"],
                  collection=self.collection.name, source=f"{self.dag_id}.{self.task_id}")
             # Retrying cannot fix a bad file: fail now, the rest of the collection goes on.
             raise AirflowFailException(str(error)) from error
+
+    def remember_failure(self, error: BadUpload) -> None:
+        """So that later runs leave this version alone until a new one is uploaded."""
+        from ls4_ops import failures
+
+        try:
+            with self.postgis.begin() as connection:
+                failures.record(connection, self.upload["key"], self.upload["etag"], error.reason)
+        except Exception:  # the upload's own failure is what the run must report
+            self.log.exception("could not record that %s failed; a later run tries it again", self.upload["key"])
 
     def run_stage(self):
         raise NotImplementedError
@@ -93,7 +104,7 @@ class CogOperator(FrameStageOperator):
     def run_stage(self):
         import rasterio
 
-        from ls4_ops import raster, tileindex
+        from ls4_ops import failures, raster, tileindex
 
         overviews = raster.overview_file(COMPRESSED)
         work = {self.work_key(COMPRESSED): COMPRESSED}
@@ -112,6 +123,7 @@ class CogOperator(FrameStageOperator):
                                           self.settings)
         with self.postgis.begin() as connection:
             tileindex.upsert(connection, self.collection, [row])
+            failures.forget(connection, self.upload["key"])
         self.s3.delete_objects(self.bucket_name, list(work))
         self.log.info("published and indexed %s: %s", self.upload["cog_key"], info)
         return info

@@ -1,0 +1,45 @@
+"""Uploads that failed for a reason inside the file: not tried again until they change.
+
+A bad upload (unreadable, not georeferenced, 16-bit, ...) fails the same
+way on every run until someone uploads a new version. Its failure is kept
+with the upload's ETag: planning leaves that version alone (a manual run
+that names it still tries it), and a new version, with another ETag, is
+processed like any other upload.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ls4_ops.layout import Collection
+from ls4_ops.tileindex import CATALOG_SCHEMA, DDL_LOCK
+
+TABLE = f"{CATALOG_SCHEMA}.upload_failures"
+
+
+def record(connection: Connection, key: str, etag: str, reason: str) -> None:
+    """Remember that version ``etag`` of upload ``key`` cannot be processed, and why."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": DDL_LOCK})
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
+        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, etag text NOT NULL, "
+                                "reason text NOT NULL, failed timestamptz NOT NULL DEFAULT now())"))
+    connection.execute(text(
+        f"INSERT INTO {TABLE} (key, etag, reason) VALUES (:key, :etag, :reason) ON CONFLICT (key) DO UPDATE "
+        "SET etag = EXCLUDED.etag, reason = EXCLUDED.reason, failed = now()"),
+        {"key": key, "etag": etag, "reason": reason})
+
+
+def forget(connection: Connection, key: str) -> None:
+    """The upload was processed: whatever failed before is history."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is not None:
+        connection.execute(text(f"DELETE FROM {TABLE} WHERE key = :key"), {"key": key})
+
+
+def failed(connection: Connection, collection: Collection) -> dict[str, str]:
+    """The collection's georef uploads that failed, and the ETag of the version that did."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+        return {}
+    return dict(connection.execute(text(f"SELECT key, etag FROM {TABLE} WHERE starts_with(key, :prefix)"),
+                                   {"prefix": collection.prefix("georef")}).all())
