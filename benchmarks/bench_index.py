@@ -125,8 +125,8 @@ def one_upload(db, collection: Collection, i: int, upload_cog: str, settings: Se
     with db.connect() as connection:
         tileindex.indexed(connection, collection)
         tileindex.generation(connection, collection)
-    for key in (collection.tile_index_zip_key, collection.mapfile_key):
-        s3.published_generation(settings.bucket, key)
+    for key in (collection.tile_index_zip_key, collection.mapfile_key, collection.preview_key):
+        tileindex.generation_shown(s3.metadata(settings.bucket, key))
     timings["plan"] = time.perf_counter() - start
 
     start = time.perf_counter()

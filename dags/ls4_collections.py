@@ -24,12 +24,14 @@ from ls4_ops.operators import (
     OverviewsOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
+    PublishPreviewOperator,
     ReportRunOperator,
     TileIndexOperator,
     WmsServedOperator,
 )
 from ls4_ops.operators.collection import INDEX_WORK_XCOM
 from ls4_ops.operators.notifications import notify_task_failure
+from ls4_ops.preview import preview_url
 from ls4_ops.settings import Settings
 
 SCHEDULE = timedelta(minutes=5)
@@ -58,6 +60,7 @@ Turns the georeferenced uploads under `s3://{bucket}/{georef}` into COGs under
 COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 
 * WMS: {wms}&SERVICE=WMS&REQUEST=GetCapabilities
+* Preview in a browser (imagery, footprints, click for a frame's attributes): {preview}
 * Runs every {minutes} minutes (one at a time) and does raster work only for
   new or changed uploads; index work left undone by an earlier run is
   finished, and the COG and row of a deleted upload are removed.
@@ -77,6 +80,7 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
                           cog=collection.prefix("cog"), index_zip=collection.tile_index_zip_key,
                           table=collection.table, mapfile=collection.mapfile_key,
                           wms=mapfile_url(collection, settings.wms_url),
+                          preview=preview_url(collection, settings.wms_url),
                           minutes=int(SCHEDULE.total_seconds() // 60)),
         schedule=TIMETABLE,
         start_date=datetime(2024, 1, 1),
@@ -120,10 +124,13 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
                                          **common)
         # The run is green only once MapServer serves what it published.
         served = WmsServedOperator(task_id="wms_served", published=publish.output, **common)
+        # Beside wms_served, not after it: the page needs only what the mapfile task
+        # returned, and the sync brings page and mapfile to MapServer in the same pass.
+        page = PublishPreviewOperator(task_id="preview", published=publish.output, **common)
         # A leaf beside the publishing chain: the run fails when a frame failed
         # or when publishing failed, and operators see which in the grid.
         report = ReportRunOperator(task_id="report", planned=plan.output, trigger_rule="all_done", **common)
-        wait >> plan >> frames >> frames_done >> index >> overview >> publish >> served
+        wait >> plan >> frames >> frames_done >> index >> overview >> publish >> [served, page]
         frames >> report
     return dag
 

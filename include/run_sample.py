@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 from rasterio.warp import transform_bounds
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -21,6 +21,7 @@ sys.path.insert(0, ROOT)
 from include.synthetic import make_frame  # noqa: E402
 from ls4_ops.layout import Collection, parse_key  # noqa: E402
 from ls4_ops.mapfile import mapfile_url  # noqa: E402
+from ls4_ops.preview import preview_url  # noqa: E402
 from ls4_ops.s3env import S3Endpoint  # noqa: E402
 from ls4_ops.settings import Settings  # noqa: E402
 
@@ -33,6 +34,8 @@ SAMPLES = {
     **{f"bw/sample/ams_1960/frames/georef/19600105_{i + 1}.tif": ("bw", "EPSG:3857", i) for i in range(3)},
 }
 TIMEOUT = 900
+# Both sample collections lie side by side in this box (EPSG:3857).
+SAMPLE_BBOX = transform_bounds(UTM, "EPSG:3857", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 3 * FRAME[0], ORIGIN[1] + FRAME[1])
 
 
 def airflow(*args: str) -> str:
@@ -59,14 +62,15 @@ def upload_samples(client, bucket: str, folder: str) -> None:
         print(f"uploaded s3://{bucket}/{key}")
 
 
-def wait_for(what: str, check, timeout: float = TIMEOUT, interval: float = 5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; see {os.environ['LS4_STATE_DIR']}/log/")
+def wait_for(what: str, check, timeout: float = TIMEOUT, interval: float = 5) -> None:
+    try:
+        for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval), reraise=True):
+            with attempt:
+                if not check():
+                    raise TimeoutError(what)
+    except TimeoutError:
+        raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; "
+                         f"see {os.environ['LS4_STATE_DIR']}/log/") from None
 
 
 def dag_ids() -> set[str]:
@@ -85,15 +89,11 @@ def wms_answers(collection: Collection, wms_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{mapfile_url(collection, wms_url)}&SERVICE=WMS&REQUEST=GetMap"
                                     f"&VERSION=1.3.0&LAYERS={collection.name}&STYLES=&CRS=EPSG:3857"
-                                    f"&BBOX={','.join(map(str, sample_bbox(collection)))}&WIDTH=256&HEIGHT=256"
+                                    f"&BBOX={','.join(map(str, SAMPLE_BBOX))}&WIDTH=256&HEIGHT=256"
                                     "&FORMAT=image/png", timeout=30) as response:
             return response.headers.get("Content-Type", "").startswith("image/png")
     except OSError:
         return False
-
-
-def sample_bbox(collection: Collection) -> tuple[float, ...]:
-    return transform_bounds(UTM, "EPSG:3857", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 3 * FRAME[0], ORIGIN[1] + FRAME[1])
 
 
 def main() -> None:
@@ -112,8 +112,8 @@ def main() -> None:
     for collection in sorted(collections):
         if wms_answers(collection, settings.wms_url):
             continue
-        # A new DAG runs by itself; after `make stop` emptied the S3 emulator,
-        # the re-uploaded samples are processed now rather than at the next interval.
+        # A new DAG runs by itself; an existing one whose WMS does not answer
+        # (a state dir from an older ls4) is run now rather than at the next interval.
         if last_run_state(collection.dag_id) not in ("queued", "running"):
             airflow("dags", "trigger", collection.dag_id)
         wait_for(f"the WMS of {collection.name} (DAG {collection.dag_id})",
@@ -125,8 +125,11 @@ def print_urls(collections: set[Collection], settings: Settings) -> None:
     print("\nWMS GetCapabilities:")
     for collection in sorted(collections):
         print(f"  {mapfile_url(collection, settings.wms_url)}&SERVICE=WMS&REQUEST=GetCapabilities")
+    print("\nPreview pages (the imagery in a browser; click a frame for its attributes):")
+    for collection in sorted(collections):
+        print(f"  {preview_url(collection, settings.wms_url)}")
     print(f"\nAirflow UI: http://127.0.0.1:{os.environ['LS4_AIRFLOW_PORT']}/")
-    print("Stop everything with `make stop` (PostGIS and Airflow history are kept).")
+    print("Stop everything with `make stop` (the bucket, PostGIS and Airflow history are kept).")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ def services():
 
 
 def _start_clean() -> None:
-    """Each session starts from an empty bucket, registry and notification log."""
+    """Each session starts from an empty bucket, index, registry and notification log."""
+    from sqlalchemy import text
+
     from ls4_ops.s3env import S3Endpoint
+    from ls4_ops.tileindex import CATALOG, CATALOG_SCHEMA
 
     client = S3Endpoint.from_env().boto3_client()
     bucket = os.environ["LS4_BUCKET"]
@@ -50,6 +53,11 @@ def _start_clean() -> None:
         keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    with local_stack.postgis_engine().begin() as connection:
+        if connection.execute(text("SELECT to_regclass(:catalog)"), {"catalog": CATALOG}).scalar():
+            for table in connection.execute(text(f"SELECT table_name FROM {CATALOG}")).scalars():
+                connection.execute(text(f'DROP TABLE IF EXISTS public."{table}"'))
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {CATALOG_SCHEMA} CASCADE"))
     for path in (os.environ["LS4_NOTIFY"].removeprefix("file:"), os.environ["LS4_REGISTRY"]):
         if os.path.exists(path):
             os.remove(path)

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Install what the local stack needs: Debian packages and the Python venv.
+# Install what the local stack needs: Debian packages, the Python venv and the
+# Leaflet that preview pages load.
 # Idempotent and fast when everything is already there.
 #   include/stack/install.sh
 set -euo pipefail
 # shellcheck source=include/stack/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-bin curl)
+# chromium: the preview page's browser test (driven by playwright, never `playwright install`)
+DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-bin curl openssl chromium)
+# Machines of this kind come with Node.js and npm; Debian's npm where they don't.
+command -v npm >/dev/null || DEB_PACKAGES+=(npm)
 LOCK="$LS4_ROOT/requirements.lock"
 # Names what the sync did: a venv synced without bytecode is synced again.
 STAMP="$LS4_VENV/.ls4-synced-bytecode"
+# Served by lighttpd at /vendor/leaflet/ (stack.sh): preview pages load no CDN.
+# Pinned like requirements.lock: the npm registry's integrity of that version.
+LEAFLET=leaflet@1.9.4
+LEAFLET_INTEGRITY=sha512-nxS1ynzJOmOlHp+iL3FyWqK89GtNL8U8rvlMOsQdTTssxZwCXh8N2NB3GDQOL+YR3XnWyZAxwQixURb+FA74PA==
+LEAFLET_DIR="$LS4_VENV/vendor/leaflet"
 
 log() { printf 'install: %s\n' "$*"; }
 
@@ -87,6 +96,25 @@ install_python() {
     touch "$STAMP"
 }
 
+install_leaflet() {
+    if [ "$(cat "$LEAFLET_DIR/.ls4-integrity" 2>/dev/null)" = "$LEAFLET_INTEGRITY" ]; then
+        log "$LEAFLET present"
+        return
+    fi
+    log "npm pack $LEAFLET into $LEAFLET_DIR"
+    local tmp tarball
+    tmp="$(mktemp -d)"
+    tarball="$tmp/$(cd "$tmp" && npm pack --silent "$LEAFLET")"
+    [ "sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)" = "$LEAFLET_INTEGRITY" ] \
+        || { rm -rf "$tmp"; log "$LEAFLET does not have the pinned integrity"; return 1; }
+    rm -rf "$LEAFLET_DIR"
+    mkdir -p "$LEAFLET_DIR"
+    tar -xzf "$tarball" -C "$LEAFLET_DIR" --strip-components=1 --no-same-owner
+    echo "$LEAFLET_INTEGRITY" >"$LEAFLET_DIR/.ls4-integrity"
+    rm -rf "$tmp"
+}
+
 install_debian
 install_python
+install_leaflet
 log "done"

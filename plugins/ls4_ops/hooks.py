@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
-from ls4_ops.tileindex import GENERATION_METADATA
 
 # boto3's own threshold for multipart uploads.
 SINGLE_PUT_MAX_BYTES = 8 * 2**20
@@ -40,11 +39,10 @@ class Ls4S3Hook(S3Hook):
         head = self.head_object(key=cog_key, bucket_name=bucket_name)
         return None if head is None else CogSource.from_metadata(head.get("Metadata", {}))
 
-    def published_generation(self, bucket_name: str, key: str) -> int | None:
-        """The tile-index generation an object ls4 published shows; None when it is missing or shows none."""
+    def metadata(self, bucket_name: str, key: str) -> dict[str, str] | None:
+        """An object's user metadata; None when there is no such object."""
         head = self.head_object(key=key, bucket_name=bucket_name)
-        value = None if head is None else head.get("Metadata", {}).get(GENERATION_METADATA)
-        return int(value) if value and value.isdigit() else None
+        return None if head is None else head.get("Metadata", {})
 
     def upload(self, filename: str, bucket_name: str, key: str, *, metadata: dict | None = None,
                acl: str | None = None, content_type: str | None = None) -> str:
@@ -68,6 +66,11 @@ class Ls4S3Hook(S3Hook):
                 return client.put_object(Bucket=bucket_name, Key=key, Body=body, **extra)["ETag"].strip('"')
         client.upload_file(filename, bucket_name, key, ExtraArgs=extra or None)
         return client.head_object(Bucket=bucket_name, Key=key)["ETag"].strip('"')
+
+    def put_text(self, text: str, bucket_name: str, key: str, *, content_type: str, metadata: dict) -> None:
+        """Publish a small text file (a mapfile, a page) in one PUT."""
+        self.get_conn().put_object(Bucket=bucket_name, Key=key, Body=text.encode(), ContentType=content_type,
+                                   Metadata=metadata)
 
     def set_public_read(self, bucket_name: str, key: str) -> bool:
         """Make ``key`` public-read; False when it was deleted since it was listed."""

@@ -92,6 +92,11 @@ class Collection:
         return f"{MAPFILE_PREFIX}{self.name}.map"
 
     @property
+    def preview_key(self) -> str:
+        """The preview page, beside the mapfile: the mapfile sync brings both to the MapServer host."""
+        return f"{MAPFILE_PREFIX}{self.name}.html"
+
+    @property
     def tile_index_prefix(self) -> str:
         return f"{self.prefix('cog')}{TILE_INDEX_DIR}/"
 

@@ -21,6 +21,18 @@ WMS_SRS = "EPSG:3857 EPSG:900913 EPSG:4326 EPSG:4269 EPSG:3081 EPSG:3083 EPSG:26
 FILE_MODE = str(stat.S_IFREG | 0o644)
 
 
+# GetFeatureInfo in text/html (what QGIS shows): the header, per-frame and footer
+# templates of include/mapserver/, which the MapServer host keeps in this folder
+# beside the mapfiles (MapServer reads a TEMPLATE path relative to the mapfile).
+HTML_TEMPLATES = {"header": "templates/ls4_index_header.html", "template": "templates/ls4_index.html",
+                  "footer": "templates/ls4_index_footer.html"}
+FEATURE_INFO_FORMATS = "text/plain text/html application/vnd.ogc.gml"
+
+# Bumped whenever ls4 changes what its mapfiles say: a run republishes a mapfile
+# of another format (S3 metadata), even when its index did not change.
+FORMAT = "2"
+FORMAT_METADATA = "ls4-mapfile-format"
+
 # MapServer's own (and default) pixel density for scales; set in the mapfile so
 # the overview switch does not move if a default changes.
 RESOLUTION_DPI = 72
@@ -134,7 +146,7 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                 "wms_keywordlist": f"ls4,{generation_keyword(generation)}",
                 "wms_onlineresource": f"{mapfile_url(collection, wms_url)}&",
                 "wms_enable_request": "*",
-                "wms_feature_info_mime_type": "text/plain application/vnd.ogc.gml",
+                "wms_feature_info_mime_type": FEATURE_INFO_FORMATS,
                 **srs_metadata,
             },
         },
@@ -151,7 +163,7 @@ def build(collection: Collection, extent: list[float], *, wms_url: str, pg_servi
                         f"from {validate_identifier(collection.table)} order by {DRAW_ORDER}) as frames "
                         f"using unique {KEY_COLUMN} using srid={INDEX_SRID}",
                 "projection": [f"init={INDEX_CRS.lower()}"],
-                "template": "query",  # any template makes the layer queryable
+                **HTML_TEMPLATES,  # a template also makes the layer queryable
                 "tolerance": 0,
                 "metadata": {
                     "wms_title": f"{collection.title} footprints",

@@ -4,8 +4,9 @@ Runs on the MapServer host (the original system used an s3fs mount there).
 A new or changed mapfile is downloaded beside its place, checked (it must
 parse and validate for MapServer 8) and only then renamed into place, so
 MapServer never reads half a mapfile nor one that failed validation: the
-last good one stays, and the log says why. Mapfiles removed from the bucket
-are removed here too.
+last good one stays, and the log says why. The collections' preview pages
+(``NAME.html``, which the web server publishes) come along the same way,
+unchecked. Files removed from the bucket are removed here too.
 
     python -m ls4_ops.mapfile_sync --dest /path/to/mapfiles [--interval 2] [--once]
 """
@@ -26,13 +27,14 @@ from ls4_ops.settings import Settings
 
 log = logging.getLogger("ls4.mapfile_sync")
 
-# What MapServer's MS_MAP_PATTERN lets through (include/stack/stack.sh).
-SYNCED_NAME = re.compile(r"[a-z0-9_]+\.map")
+# What MapServer's MS_MAP_PATTERN and the web server's /preview/ let through
+# (include/stack/stack.sh).
+SYNCED_NAME = re.compile(r"[a-z0-9_]+\.(map|html)")
 
 
 def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path, seen: dict[str, str]) -> None:
-    """One pass. ``seen`` maps each mapfile to the ETag last looked at (kept between
-    passes; a new process looks at every mapfile once)."""
+    """One pass. ``seen`` maps each file to the ETag last looked at (kept between
+    passes; a new process looks at every file once)."""
     dest.mkdir(parents=True, exist_ok=True)
     listed = {obj.key.removeprefix(MAPFILE_PREFIX): obj.etag
               for obj in hook.list_objects(bucket, MAPFILE_PREFIX)}
@@ -42,7 +44,7 @@ def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path, seen: dict[str, str]) ->
         seen[name] = etag  # a mapfile refused is not looked at again until it changes
         staged = dest / f".{name}.staged"
         hook.get_conn().download_file(bucket, MAPFILE_PREFIX + name, str(staged))
-        problems = mapfile.problems(staged.read_text(errors="replace"))
+        problems = mapfile.problems(staged.read_text(errors="replace")) if name.endswith(".map") else []
         if problems:
             staged.unlink()
             log.error("%s%s fails validation and is not served (the last good one stays): %s",
@@ -50,8 +52,8 @@ def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path, seen: dict[str, str]) ->
             continue
         os.replace(staged, dest / name)
         log.info("installed %s%s", MAPFILE_PREFIX, name)
-    for path in dest.glob("*.map"):
-        if path.name not in listed:
+    for path in dest.iterdir():
+        if SYNCED_NAME.fullmatch(path.name) and path.name not in listed:
             path.unlink()
             seen.pop(path.name, None)
             log.info("removed %s: it is gone from the bucket", path.name)

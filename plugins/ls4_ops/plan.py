@@ -112,9 +112,11 @@ class CollectionState:
     indexed: Mapping[str, IndexedCog] = field(default_factory=dict)  # index rows by COG key
     generation: int = 0  # of the index table
     overview_generation: int = 0  # the generation the collection overview shows
-    # Generation the published shapefile zip and mapfile show (None: not published).
+    # Generation the published shapefile zip, mapfile and preview page show (None: not
+    # published, or a mapfile of an older format).
     published_index: int | None = None
     published_mapfile: int | None = None
+    published_preview: int | None = None
     # HEADs of the COGs that cogs_to_inspect() names (None: gone since the listing).
     sources: Mapping[str, CogSource | None] = field(default_factory=dict)
     # Uploads that failed for a reason inside the file, and the ETag of the version that did.
@@ -135,7 +137,7 @@ class IndexWork:
     add: list[dict] = field(default_factory=list)  # current COGs without their row: plan items + "cog_etag"
     scan_links: dict[str, str] = field(default_factory=dict)  # COG key -> new dl_orig
     remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "delete_cog"}
-    publish: bool = False  # the shapefile, the overview or the mapfile is behind the table
+    publish: bool = False  # the shapefile, the overview, the mapfile or the preview is behind the table
     published_index: int | None = None  # the generation the shapefile showed when planned
 
     def __bool__(self) -> bool:
@@ -256,8 +258,9 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
 
     _plan_removals(state, uploads, plan, is_new)
     plan.index.published_index = state.published_index
-    plan.index.publish = state.published_index != state.generation or state.overview_generation != state.generation \
-        or (bool(state.indexed) and state.published_mapfile != state.generation)
+    served = (state.published_mapfile, state.published_preview) if state.indexed else ()
+    plan.index.publish = any(shown != state.generation for shown in (
+        state.published_index, state.overview_generation, *served))
 
     planned = {entry["key"] for entry in plan.todo}
     plan.make_public = [obj.key for obj in state.scanned.values() if is_new(obj)] + [

@@ -79,6 +79,15 @@ class IndexSummary:
     bounds: tuple[float, float, float, float] | None  # of all footprints; None when empty
 
 
+def generation_shown(metadata: Mapping[str, str] | None, required: Mapping[str, str] | None = None) -> int | None:
+    """The generation a published object shows by its S3 metadata; None when it is missing,
+    shows none, or lacks one of the ``required`` metadata values (an older format)."""
+    value = (metadata or {}).get(GENERATION_METADATA, "")
+    if not value.isdigit() or any(metadata.get(key) != wanted for key, wanted in (required or {}).items()):
+        return None
+    return int(value)
+
+
 def _quoted(connection: Connection, table: str) -> str:
     return connection.dialect.identifier_preparer.quote(validate_identifier(table))
 

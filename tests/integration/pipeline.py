@@ -52,6 +52,37 @@ def run_dag(dag_id: str, module: str = "ls4_collections", **conf):
     return dag.test(run_conf=conf or None)
 
 
+UTM = "EPSG:26914"
+
+
+def row_bounds(origin: tuple[float, float], size: tuple[int, int], i: int) -> tuple[float, float, float, float]:
+    """Frame ``i`` of a row of frames side by side in UTM 14N (1 m pixels), from ``origin``."""
+    x0 = origin[0] + i * size[0]
+    return (x0, origin[1], x0 + size[0], origin[1] + size[1])
+
+
+def upload_row(folder, keys: list[str], origin: tuple[float, float], size: tuple[int, int],
+               collar: int = 10) -> dict[str, str]:
+    """Make a row of collared nc frames in UTM 14N and upload them under ``keys``; key -> local file."""
+    from include.synthetic import make_frame
+
+    made = {}
+    for i, key in enumerate(keys):
+        path = str(folder / f"frame{i}.tif")
+        make_frame(path, "nc", *size, crs=UTM, bounds=row_bounds(origin, size, i), collar=collar)
+        upload(path, key)
+        made[key] = path
+    return made
+
+
+def process(collection: Collection):
+    """Discover the collection and run its DAG; the run must succeed."""
+    assert collection.name in discover()
+    run = run_dag(collection.dag_id)
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run
+
+
 def wait_for_mapfile(collection: Collection, timeout: float = 30) -> str:
     path = os.path.join(os.environ["LS4_MAPFILE_DIR"], f"{collection.name}.map")
     deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""Ls4S3Hook and the mapfile sync against the test stack's S3 emulator."""
+"""Ls4S3Hook, the mapfile sync and the S3 emulator of the test stack."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from include import local_stack
 from ls4_ops import mapfile
 from ls4_ops.hooks import Ls4S3Hook
 from ls4_ops.layout import parse_key
@@ -56,3 +57,17 @@ def wait_until(condition, what: str, timeout: float = 30) -> None:
     for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.5), reraise=True):
         with attempt:
             assert condition(), f"waited {timeout} s for {what}"
+
+
+def test_the_local_s3_keeps_its_objects_across_a_restart(services):
+    key = "nc/keepville/usda_1950/frames/scanned/19500101_1-1.tif"
+    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=key, Body=b"II*\x00 kept", ACL="public-read",
+                             Metadata={"ls4-note": "kept"})
+    local_stack.stop(["s3"])
+    local_stack.start(["s3"])
+    client = pipeline.s3()
+    assert client.get_object(Bucket=pipeline.bucket(), Key=key)["Body"].read() == b"II*\x00 kept"
+    assert client.head_object(Bucket=pipeline.bucket(), Key=key)["Metadata"] == {"ls4-note": "kept"}
+    grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+    client.delete_object(Bucket=pipeline.bucket(), Key=key)

@@ -131,7 +131,7 @@ def test_a_run_with_nothing_new_does_no_index_work(collection):
         "plan": "success", "frame.compress": "skipped", "frame.overviews": "skipped", "frame.cog": "skipped",
         "frames_done": "success",  # an EmptyOperator: the scheduler marks it, no worker runs it
         "tile_index": "skipped", "collection_overview": "skipped", "mapfile": "skipped", "wms_served": "skipped",
-        "report": "skipped"}
+        "preview": "skipped", "report": "skipped"}
     assert generations() == before
     assert pipeline.last_modified([COLLECTION.tile_index_zip_key]) == zip_modified
 

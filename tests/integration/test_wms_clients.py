@@ -11,7 +11,6 @@ import rasterio
 from owslib.wms import WebMapService
 from rasterio.warp import transform_bounds
 
-from include.synthetic import make_frame
 from ls4_ops.layout import parse_key
 from ls4_ops.mapfile import WMS_SRS, index_layer_name, mapfile_url
 from ls4_ops.tileindex import COLUMNS
@@ -20,7 +19,7 @@ from tests.integration import pipeline, wms
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 ROOT = "nc/clientville/tops_1981/frames/"
-UTM = "EPSG:26914"
+UTM = pipeline.UTM
 FRAME = (700, 600)
 ORIGIN = (640_000.0, 3_355_000.0)
 COLLECTION = parse_key(f"{ROOT}georef/x.tif").collection
@@ -29,8 +28,7 @@ LATITUDE_FIRST = {"EPSG:4326", "EPSG:4269"}
 
 
 def frame_bounds(i: int):
-    x0 = ORIGIN[0] + i * FRAME[0]
-    return (x0, ORIGIN[1], x0 + FRAME[0], ORIGIN[1] + FRAME[1])
+    return pipeline.row_bounds(ORIGIN, FRAME, i)
 
 
 def inner_bounds(i: int, crs: str):
@@ -42,17 +40,9 @@ def inner_bounds(i: int, crs: str):
 
 @pytest.fixture(scope="module")
 def sources(services, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clients")
-    made = {}
-    for i in range(2):
-        path = str(folder / f"f{i}.tif")
-        make_frame(path, "nc", *FRAME, crs=UTM, bounds=frame_bounds(i), collar=10)
-        key = f"{ROOT}georef/19810520_3-{i + 1}.tif"
-        pipeline.upload(path, key)
-        made[key] = path
-    assert COLLECTION.name in pipeline.discover()
-    run = pipeline.run_dag(COLLECTION.dag_id)
-    assert run.state == "success"
+    made = pipeline.upload_row(tmp_path_factory.mktemp("clients"),
+                               [f"{ROOT}georef/19810520_3-{i + 1}.tif" for i in range(2)], ORIGIN, FRAME)
+    pipeline.process(COLLECTION)
     return made
 
 

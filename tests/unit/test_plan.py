@@ -49,7 +49,7 @@ def test_new_and_changed_uploads_are_planned_unchanged_are_not():
 def test_an_unchanged_collection_needs_no_head_and_has_no_work():
     georef = [obj("a.tif"), obj("b.tif")]
     state = processed(georef, {"a.tif": "e1", "b.tif": "e1"}, published_index=4, published_mapfile=4,
-                      generation=4, overview_generation=4)
+                      published_preview=4, generation=4, overview_generation=4)
     assert cogs_to_inspect(COLLECTION, state) == []
     plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
     assert not plan.has_work
@@ -77,7 +77,7 @@ def test_a_cog_made_from_an_older_version_is_redone_even_if_its_row_is_missing()
 
 def test_a_scan_uploaded_after_its_cog_updates_the_download_link():
     state = processed([obj("a.tif")], {"a.tif": "e1"}, scans=["a.TIF"], generation=1, published_index=1,
-                      published_mapfile=1, overview_generation=1)
+                      published_mapfile=1, published_preview=1, overview_generation=1)
     plan = planned(state)
     assert plan.todo == []
     assert plan.index.scan_links == {COG + "a.tif": f"https://pub/{SCANNED}a.TIF"}
@@ -101,14 +101,16 @@ def test_deleted_upload_removes_its_cog_and_row_and_a_stray_object_is_only_repor
     assert later.notices == []
 
 
-def test_shapefile_mapfile_or_overview_behind_the_table_are_redone():
+def test_shapefile_overview_mapfile_or_page_behind_the_table_are_redone():
     georef = [obj("a.tif")]
-    current = {"generation": 7, "published_index": 7, "published_mapfile": 7, "overview_generation": 7}
+    current = {"generation": 7, "published_index": 7, "published_mapfile": 7, "published_preview": 7,
+               "overview_generation": 7}
     assert not planned(processed(georef, {"a.tif": "e1"}, **current)).has_work
-    for behind in ({"published_index": 6}, {"published_mapfile": None}, {"overview_generation": 5}):
+    for behind in ({"published_index": 6}, {"published_mapfile": None}, {"published_preview": 3},
+                   {"overview_generation": 5}):
         plan = planned(processed(georef, {"a.tif": "e1"}, **{**current, **behind}))
         assert plan.index.publish and plan.has_work and plan.todo == []
-    # An empty index has no mapfile to keep current.
+    # An empty index has no mapfile or page to keep current.
     empty = processed([], {}, generation=2, published_index=2, published_mapfile=None, overview_generation=2)
     assert not planned(empty).has_work
 

@@ -12,6 +12,7 @@ from ls4_ops.operators.collection import (
 from ls4_ops.operators.compiled import CompileIndexOperator
 from ls4_ops.operators.discovery import DiscoverCollectionsOperator
 from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOperator
+from ls4_ops.operators.preview import PublishPreviewOperator
 
 __all__ = [
     "CogOperator",
@@ -22,6 +23,7 @@ __all__ = [
     "OverviewsOperator",
     "PlanUploadsOperator",
     "PublishMapfileOperator",
+    "PublishPreviewOperator",
     "ReportRunOperator",
     "TileIndexOperator",
     "WmsServedOperator",

@@ -81,10 +81,15 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
             indexed=indexed,
             generation=entry.generation,
             overview_generation=entry.overview_generation,
-            published_index=self.s3.published_generation(self.bucket_name, self.collection.tile_index_zip_key),
-            published_mapfile=self.s3.published_generation(self.bucket_name, self.collection.mapfile_key),
+            published_index=self.shows(self.collection.tile_index_zip_key),
+            published_mapfile=self.shows(self.collection.mapfile_key, {mapfile.FORMAT_METADATA: mapfile.FORMAT}),
+            published_preview=self.shows(self.collection.preview_key),
             failed=failed,
         )
+
+
+    def shows(self, key: str, required: dict | None = None) -> int | None:
+        return tileindex.generation_shown(self.s3.metadata(self.bucket_name, key), required)
 
 
 class TileIndexOperator(CollectionOperator):
@@ -254,12 +259,10 @@ class PublishMapfileOperator(CollectionOperator):
         text = mapfile.render(mapfile.build(self.collection, list(self.tile_index["extent"]),
                                             wms_url=settings.wms_url, pg_service=settings.pg_service,
                                             generation=generation, overview=overview))
-        with tempfile.NamedTemporaryFile("w", suffix=".map") as handle:
-            handle.write(text)
-            handle.flush()
-            self.s3.upload(handle.name, self.bucket_name, self.collection.mapfile_key, content_type="text/plain",
-                           metadata={**mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid),
-                                     tileindex.GENERATION_METADATA: str(generation)})
+        self.s3.put_text(text, self.bucket_name, self.collection.mapfile_key, content_type="text/plain",
+                         metadata={**mapfile.s3fs_metadata(settings.mapfile_uid, settings.mapfile_gid),
+                                   tileindex.GENERATION_METADATA: str(generation),
+                                   mapfile.FORMAT_METADATA: mapfile.FORMAT})
         url = mapfile.mapfile_url(self.collection, settings.wms_url)
         self.log.info("WMS of %s: %s&SERVICE=WMS&REQUEST=GetCapabilities", self.collection.name, url)
         return {"url": url, "generation": generation, "extent": self.tile_index["extent"]}
