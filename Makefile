@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := include/stack/stack.sh
 ENV := source include/stack/env.sh &&
 
-.PHONY: install run stop status test unit bench-raster bench-parse bench-index lock
+.PHONY: install run stop status test unit bench-raster bench-parse bench-index bench-wms lock
 
 install:
 	bash include/stack/install.sh
@@ -33,6 +33,9 @@ bench-parse: install
 
 bench-index: install
 	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_index.py
+
+bench-wms: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_wms.py
 
 lock:
 	uv pip compile requirements.txt --python-version 3.11 --generate-hashes -o requirements.lock
