@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := include/stack/stack.sh
 ENV := source include/stack/env.sh &&
 
-.PHONY: install run stop status test unit bench-raster bench-parse bench-index bench-wms lock
+.PHONY: install run stop status test unit bench-raster bench-parse bench-index bench-wms bench-idle lock
 
 install:
 	bash include/stack/install.sh
@@ -36,6 +36,9 @@ bench-index: install
 
 bench-wms: install
 	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_wms.py
+
+bench-idle: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_idle.py
 
 lock:
 	uv pip compile requirements.txt --python-version 3.11 --generate-hashes -o requirements.lock

@@ -7,12 +7,13 @@ The registry (``LS4_REGISTRY``) is a local JSON file kept by the
 from __future__ import annotations
 
 import gc
+import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, DeltaTriggerTimetable, get_parsing_context, task_group
+from airflow.sdk import DAG, AssetOrTimeSchedule, get_parsing_context, task_group
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
@@ -29,15 +30,15 @@ from ls4_ops.operators import (
     TileIndexOperator,
     WmsServedOperator,
 )
+from ls4_ops.operators.assets import TILE_INDEXES, collection_asset
 from ls4_ops.operators.collection import INDEX_WORK_XCOM
+from ls4_ops.operators.dags import daily
 from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.preview import preview_url
 from ls4_ops.settings import Settings
 
-SCHEDULE = timedelta(minutes=5)
-# A run every SCHEDULE with no data interval (ls4 looks at the bucket, not at a
-# time window); one instance for all DAGs also spares a config lookup per DAG.
-TIMETABLE = DeltaTriggerTimetable(SCHEDULE)
+# How long the first task waits for a georef upload before the run is skipped.
+SENSOR_TIMEOUT = timedelta(minutes=5)
 # Passed to each operator rather than as default_args: Airflow deep-copies
 # default_args for every task, which dominates parse time at 500 collections.
 TASK_ARGS = {
@@ -61,13 +62,21 @@ COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 
 * WMS: {wms}&SERVICE=WMS&REQUEST=GetCapabilities
 * Preview in a browser (imagery, footprints, click for a frame's attributes): {preview}
-* Runs every {minutes} minutes (one at a time) and does raster work only for
+* Runs when its uploads change (an upload event, or discovery's listing where
+  the bucket sends none; changes during a run start the next one) and once a
+  day at {reconcile} UTC to reconcile; one run at a time. Raster work only for
   new or changed uploads; index work left undone by an earlier run is
   finished, and the COG and row of a deleted upload are removed.
 * Reprocess by hand: trigger with `{{"keys": ["<file>.tif", ...]}}` (file names
   under `{georef}`, or whole keys) for some frames, or `{{"force": true}}` for
   the whole collection.
 """
+
+
+def reconcile_minute(collection: Collection) -> int:
+    """The minute of the reconciliation hour a collection's daily run starts at: spread
+    over the hour (stable across parses) rather than all collections at once."""
+    return zlib.crc32(collection.name.encode()) % 60
 
 
 def collection_dag(collection: Collection, settings: Settings) -> DAG:
@@ -81,8 +90,10 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
                           table=collection.table, mapfile=collection.mapfile_key,
                           wms=mapfile_url(collection, settings.wms_url),
                           preview=preview_url(collection, settings.wms_url),
-                          minutes=int(SCHEDULE.total_seconds() // 60)),
-        schedule=TIMETABLE,
+                          reconcile=f"{settings.reconcile_hour:02d}:{reconcile_minute(collection):02d}"),
+        schedule=AssetOrTimeSchedule(
+            timetable=daily(settings.reconcile_hour, reconcile_minute(collection)),
+            assets=collection_asset(collection, settings.bucket)),
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -99,7 +110,7 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
             # Waits in the triggerer, not in a worker slot, until an upload exists.
             deferrable=True,
             poke_interval=60,
-            timeout=int(SCHEDULE.total_seconds()),
+            timeout=int(SENSOR_TIMEOUT.total_seconds()),
             soft_fail=True,
             **TASK_ARGS,
         )
@@ -118,7 +129,8 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
         # wait for), but only a plan that succeeded: a failed plan fails the run.
         frames_done = EmptyOperator(task_id="frames_done", trigger_rule="all_done")
         # Also downstream of plan (through its XCom): a plan with nothing to do skips it.
-        index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM], **common)
+        index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM],
+                                  outlets=[TILE_INDEXES], **common)
         overview = CollectionOverviewOperator(task_id="collection_overview", **common)
         publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, overview=overview.output,
                                          **common)

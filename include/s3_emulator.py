@@ -1,5 +1,8 @@
 """The local S3 API: moto's server, with its buckets kept on disk across restarts.
 
+It serves SQS too, and sends the bucket's event notifications to its queues
+(queues and messages are not kept: the stack makes the queues at each start).
+
 moto keeps everything in memory, so stopping it used to empty the local
 bucket while PostGIS and Airflow kept their state: the index then pointed
 at COGs that were gone. This server loads the buckets it saved when it
@@ -26,6 +29,14 @@ from werkzeug.serving import run_simple
 
 SAVE_AFTER_S = 2.0
 CHANGES = {"PUT", "POST", "DELETE"}
+
+
+def is_sqs(environ) -> bool:
+    """An SQS call (all are POSTs): not a change to the buckets, and a 20 s long poll
+    must not hold the lock S3 writes wait on. Told by its signature's service name or
+    its JSON protocol target (presigned S3 requests carry no Authorization header)."""
+    return ("/sqs/aws4_request" in environ.get("HTTP_AUTHORIZATION", "")
+            or environ.get("HTTP_X_AMZ_TARGET", "").startswith("AmazonSQS"))
 
 
 class PersistentBuckets:
@@ -63,7 +74,7 @@ class PersistentBuckets:
 
     def wrap(self, app):
         def application(environ, start_response):
-            if environ.get("REQUEST_METHOD") not in CHANGES:
+            if environ.get("REQUEST_METHOD") not in CHANGES or is_sqs(environ):
                 return app(environ, start_response)
             with self.lock:
                 # The body is produced here, inside the lock: the change is complete when saved.

@@ -30,6 +30,13 @@ export LS4_STATE_DIR LS4_VENV
 export LS4_S3_ENDPOINT LS4_BUCKET LS4_S3_ACCESS_KEY LS4_S3_SECRET_KEY \
     LS4_S3_REGION LS4_PUBLIC_URL
 
+# --- Bucket events (SQS queues; locally the S3 emulator's own) ---------------
+# Set LS4_UPLOAD_QUEUE= (empty) for a bucket that sends no events: discovery
+# then polls it. An empty LS4_MAPFILE_QUEUE makes the mapfile sync poll.
+: "${LS4_UPLOAD_QUEUE=${LS4_S3_ENDPOINT%/}/123456789012/ls4-uploads}"
+: "${LS4_MAPFILE_QUEUE=${LS4_S3_ENDPOINT%/}/123456789012/ls4-mapfiles}"
+export LS4_UPLOAD_QUEUE LS4_MAPFILE_QUEUE
+
 # --- PostGIS ------------------------------------------------------------------
 : "${LS4_PG_HOST:=127.0.0.1}"
 : "${LS4_PG_PORT:=5433}"

@@ -180,9 +180,11 @@ s3_ready() { http_answers "$LS4_S3_ENDPOINT/"; }
 s3_post() {
     "$LS4_VENV/bin/python" -c '
 import os, boto3, botocore.exceptions
+from ls4_ops.events import notification_configuration, queue_arn
 e = os.environ
-s3 = boto3.client("s3", endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
-                  aws_access_key_id=e["LS4_S3_ACCESS_KEY"], aws_secret_access_key=e["LS4_S3_SECRET_KEY"])
+client = dict(endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
+              aws_access_key_id=e["LS4_S3_ACCESS_KEY"], aws_secret_access_key=e["LS4_S3_SECRET_KEY"])
+s3, sqs = boto3.client("s3", **client), boto3.client("sqs", **client)
 bucket = e["LS4_BUCKET"]
 try:
     s3.head_bucket(Bucket=bucket)
@@ -191,6 +193,15 @@ except botocore.exceptions.ClientError:
         "CreateBucketConfiguration": {"LocationConstraint": e["LS4_S3_REGION"]}}
     s3.create_bucket(Bucket=bucket, **kw)
     print("created bucket", bucket)
+# The upload events (to Airflow) and mapfile events (to the mapfile sync), from
+# the same emulator; its queues live in memory, so they are made at each start.
+queues = [e.get("LS4_UPLOAD_QUEUE", ""), e.get("LS4_MAPFILE_QUEUE", "")]
+for url in filter(None, queues):
+    sqs.create_queue(QueueName=url.rstrip("/").rsplit("/", 1)[1])
+arns = [queue_arn(url, e["LS4_S3_REGION"]) if url else None for url in queues]
+s3.put_bucket_notification_configuration(
+    Bucket=bucket, NotificationConfiguration=notification_configuration(*arns) if arns[0] else {})
+print("bucket events:", ", ".join(filter(None, queues)) or "none (discovery polls the bucket)")
 ' >>"$(log_file s3)" 2>&1
 }
 

@@ -8,7 +8,7 @@ archive (hundreds of collections of thousands of frames) is never held in
 memory, and PostGIS builds each Feature's JSON.
 
 The published file carries in its S3 metadata the *fingerprint* of the
-catalog it shows (every table's name, title and generation), so an hourly run
+catalog it shows (every table's name, title and generation), so a run
 tells with one query and one HEAD whether there is anything to do.
 """
 

@@ -8,7 +8,13 @@ last good one stays, and the log says why. The collections' preview pages
 (``NAME.html``, which the web server publishes) come along the same way,
 unchecked. Files removed from the bucket are removed here too.
 
-    python -m ls4_ops.mapfile_sync --dest /path/to/mapfiles [--interval 2] [--once]
+Where the bucket sends ``mapfiles/`` events to an SQS queue
+(``LS4_MAPFILE_QUEUE``), the sync long-polls it and lists ``mapfiles/`` when
+an event comes (and every ``--full-every`` seconds, for an event lost): about
+three requests a minute when nothing changes. Without a queue it lists
+``mapfiles/`` every ``--interval`` seconds.
+
+    python -m ls4_ops.mapfile_sync --dest /path/to/mapfiles [--interval 2] [--full-every 600] [--once]
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import os
 import re
 import time
 from pathlib import Path
+
+from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
 from ls4_ops import mapfile
 from ls4_ops.hooks import Ls4S3Hook
@@ -59,15 +67,35 @@ def sync_once(hook: Ls4S3Hook, bucket: str, dest: Path, seen: dict[str, str]) ->
             log.info("removed %s: it is gone from the bucket", path.name)
 
 
+SQS_WAIT_S = 20  # the longest long poll SQS allows
+
+
+def wait_for_event(sqs, queue_url: str, at_most: float) -> None:
+    """Return when the queue has a message (all waiting ones are deleted: one sync
+    answers them all) or after ``at_most`` seconds."""
+    deadline = time.monotonic() + at_most
+    while (left := deadline - time.monotonic()) > 0:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=max(0, min(SQS_WAIT_S, int(left)))).get("Messages", [])
+        if messages:
+            while messages:
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            return
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", required=True, type=Path)
-    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between listings without a queue")
+    parser.add_argument("--full-every", type=float, default=600.0, help="seconds between listings with a queue")
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.from_env()
     hook = Ls4S3Hook(aws_conn_id=settings.s3_conn_id)
+    sqs = SqsHook(aws_conn_id=settings.s3_conn_id).get_conn() if settings.mapfile_queue else None
     seen: dict[str, str] = {}
     while True:
         try:
@@ -76,9 +104,18 @@ def main(argv: list[str] | None = None) -> None:
             if args.once:
                 raise
             log.exception("mapfile sync failed; retrying in %.0f s", args.interval)
+            time.sleep(args.interval)
+            continue
         if args.once:
             return
-        time.sleep(args.interval)
+        if not settings.mapfile_queue:
+            time.sleep(args.interval)
+            continue
+        try:
+            wait_for_event(sqs, settings.mapfile_queue, args.full_every)
+        except Exception:  # the queue gone or unreachable: list instead, and try it again
+            log.exception("waiting on %s failed; listing in %.0f s", settings.mapfile_queue, args.interval)
+            time.sleep(args.interval)
 
 
 if __name__ == "__main__":

@@ -84,52 +84,88 @@ class BucketSurvey:
     """What one listing of the bucket says about collections, read in one pass."""
 
     georef: dict[Collection, list[str]] = field(default_factory=dict)  # georef upload keys by collection
-    problems: list[LayoutError] = field(default_factory=list)  # keys that do not fit the layout
-    scans: list[UploadKey] = field(default_factory=list)
+    cogs: list[UploadKey] = field(default_factory=list)
 
     @property
     def collections(self) -> set[Collection]:
         """Collections with at least one georef upload."""
         return set(self.georef)
 
-    def scans_without_georef(self) -> list[str]:
-        """Scanned uploads of collections that have no georef upload.
-
-        A collection's DAG makes its scans public-read when it plans a run, and
-        it only plans once a georef upload exists; these scans are left to
-        discovery.
-        """
-        return [scan.key for scan in self.scans if scan.collection not in self.georef]
+    def orphan_cogs(self) -> list[str]:
+        """COGs whose georef upload is gone."""
+        made_from = {parse_key(key).cog_key for keys in self.georef.values() for key in keys}
+        return [cog.key for cog in self.cogs if cog.key not in made_from]
 
 
 def survey(keys: Iterable[str]) -> BucketSurvey:
-    """Parse every key once: collections with georef uploads, scans, and keys that do not fit."""
+    """Parse every key once: the collections with georef uploads, and the COGs."""
     result = BucketSurvey()
     for key in keys:
         if is_folder_marker(key):
             continue
         try:
             upload = parse_key(key)
-        except LayoutError as error:
-            result.problems.append(error)
-            continue
+        except LayoutError:
+            continue  # decide() reports it when it is new
         if upload.stage == "georef":
             result.georef.setdefault(upload.collection, []).append(key)
-        elif upload.stage == "scanned":
-            result.scans.append(upload)
+        elif upload.stage == "cog":
+            result.cogs.append(upload)
     return result
 
 
 @dataclass
 class Discovery:
-    """What a discovery run does: the registry to save (None: unchanged), the
-    scans to make public-read, and the notices to send."""
+    """What a discovery or routing run does: the registry to save (None: unchanged),
+    the scans to make public-read, the notices to send, and the collections whose
+    DAG must run (by name, with the keys that changed)."""
 
     collections: set[Collection]
     registry: dict[str, Collection] | None
     new: list[str]
     make_public: list[str]
     notices: list[Notice]
+    changed: dict[str, list[str]] = field(default_factory=dict)
+
+
+def decide(known: Mapping[str, Collection], with_georef: Iterable[Collection], changed_keys: Iterable[str],
+           removed_keys: Iterable[str] = ()) -> Discovery:
+    """What follows from ``changed_keys`` (uploaded or replaced) and ``removed_keys``.
+
+    ``with_georef``: collections known to have a georef upload now; they are
+    registered (a clash of names is reported instead). A change to a
+    registered collection's uploads, or a COG left without its upload, makes
+    its DAG run; a new scan of a collection that has no DAG is made
+    public-read here (its DAG does it once it has one); a new key outside the
+    layout is reported. ls4's own outputs are not changes.
+    """
+    registered, clashes = register(known, with_georef)
+    clashed = {clash.collection for clash in clashes}
+    changed: dict[str, list[str]] = {}
+    make_public, problems = [], []
+    for key, removed in [*((key, False) for key in changed_keys), *((key, True) for key in removed_keys)]:
+        if is_folder_marker(key):
+            continue
+        try:
+            upload = parse_key(key)
+        except LayoutError as error:
+            if not removed and not is_output_key(key):
+                problems.append(error)
+            continue
+        collection = upload.collection
+        if collection in clashed:
+            continue
+        if registered.get(collection.name) == collection and (upload.stage != "cog" or removed):
+            changed.setdefault(collection.name, []).append(key)
+        elif upload.stage == "scanned" and not removed:
+            make_public.append(key)
+    notices = [Notice("upload outside the bucket layout", problem.reason + ": move it to the right folder",
+                      problem.key) for problem in problems]
+    notices += [Notice("collection not registered", clash.reason, key)
+                for clash in clashes for key in changed_keys if key.startswith(clash.collection.prefix("georef"))]
+    new = sorted(set(registered) - set(known))
+    return Discovery(collections=set(with_georef), registry=registered if new else None, new=new,
+                     make_public=make_public, notices=notices, changed=changed)
 
 
 def discover(objects: Iterable[S3Object], known: Mapping[str, Collection],
@@ -137,20 +173,11 @@ def discover(objects: Iterable[S3Object], known: Mapping[str, Collection],
     """Decide a discovery run from a listing of ``bw/`` and ``nc/``.
 
     ``since``: when the previous successful run began; objects older than
-    that were reported and made public by it, so only newer ones are.
+    that were reported, made public and sent to their collection's run by it,
+    so only newer ones are. A COG whose upload is gone is a change until its
+    collection's run has removed it.
     """
     objects = {obj.key: obj for obj in objects}
     bucket = survey(objects)
-
-    def is_new(key: str) -> bool:
-        return key not in objects or objects[key].changed_since(since)
-
-    notices = [Notice("upload outside the bucket layout", problem.reason + ": move it to the right folder",
-                      problem.key)
-               for problem in bucket.problems if not is_output_key(problem.key) and is_new(problem.key)]
-    registered, clashes = register(known, bucket.collections)
-    notices += [Notice("collection not registered", clash.reason, key)
-                for clash in clashes for key in bucket.georef[clash.collection] if is_new(key)]
-    new = sorted(set(registered) - set(known))
-    return Discovery(collections=bucket.collections, registry=registered if new else None, new=new,
-                     make_public=[key for key in bucket.scans_without_georef() if is_new(key)], notices=notices)
+    changed = [key for key, obj in objects.items() if obj.changed_since(since) and not is_output_key(key)]
+    return decide(known, bucket.collections, changed, bucket.orphan_cogs())

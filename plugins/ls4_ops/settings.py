@@ -23,6 +23,15 @@ class Settings:
     postgis_conn_id: str = "ls4_postgis"
     mapfile_uid: str = "0"
     mapfile_gid: str = "0"
+    # SQS queue (URL) the bucket sends its upload events to; empty: the bucket
+    # sends none, and discovery polls the bucket instead (README, Events).
+    upload_queue: str = ""
+    # SQS queue (URL) the bucket sends ``mapfiles/`` events to, for the mapfile
+    # sync on the MapServer host; empty: the sync lists ``mapfiles/`` every 2 s.
+    mapfile_queue: str = ""
+    # Hour (UTC) of the daily reconciliation: discovery at HH:00, each
+    # collection's run at a minute of that hour of its own.
+    reconcile_hour: int = 3
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -40,6 +49,9 @@ class Settings:
             postgis_conn_id=environ.get("LS4_POSTGIS_CONN_ID", cls.postgis_conn_id),
             mapfile_uid=environ.get("LS4_MAPFILE_UID", cls.mapfile_uid),
             mapfile_gid=environ.get("LS4_MAPFILE_GID", cls.mapfile_gid),
+            upload_queue=environ.get("LS4_UPLOAD_QUEUE", cls.upload_queue),
+            mapfile_queue=environ.get("LS4_MAPFILE_QUEUE", cls.mapfile_queue),
+            reconcile_hour=int(environ.get("LS4_RECONCILE_HOUR", cls.reconcile_hour)),
         )
 
     def public_link(self, key: str) -> str:

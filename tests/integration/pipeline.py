@@ -7,6 +7,8 @@ import json
 import os
 import time
 
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 from ls4_ops import registry
 from ls4_ops.layout import Collection
 from ls4_ops.s3env import S3Endpoint
@@ -16,6 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def s3():
     return S3Endpoint.from_env().boto3_client()
+
+
+def sqs():
+    return S3Endpoint.from_env().boto3_client("sqs")
 
 
 def bucket() -> str:
@@ -83,14 +89,23 @@ def process(collection: Collection):
     return run
 
 
+def wait_until(what: str, check, timeout: float, interval: float = 3) -> None:
+    """Until ``check()`` is true; an AssertionError naming ``what`` after ``timeout`` seconds."""
+    try:
+        for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval),
+                                retry=retry_if_result(lambda done: not done)):
+            with attempt:
+                done = check()
+            if not attempt.retry_state.outcome.failed:
+                attempt.retry_state.set_result(done)
+    except RetryError:
+        raise AssertionError(f"no {what} within {timeout} s") from None
+
+
 def wait_for_mapfile(collection: Collection, timeout: float = 30) -> str:
     path = os.path.join(os.environ["LS4_MAPFILE_DIR"], f"{collection.name}.map")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            return path
-        time.sleep(0.5)
-    raise AssertionError(f"{path} did not reach the MapServer host within {timeout} s")
+    wait_until(f"{path} on the MapServer host", lambda: os.path.exists(path), timeout, interval=0.5)
+    return path
 
 
 def notifications() -> list[dict]:

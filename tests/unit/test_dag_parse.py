@@ -28,6 +28,7 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in bag
 
 
 def parse_dag_folder(tmp_path, **env) -> dict:
+    """The DAG folder as the DAG processor parses it (with the test stack's settings: upload events on)."""
     path = str(tmp_path / "registry.json")
     registry.save(path, [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection,
                          parse_key("bw/travis/usda_1951/index/georef/x.tif").collection])
@@ -42,17 +43,24 @@ def parse_dag_folder(tmp_path, **env) -> dict:
 def test_dag_folder_parses_without_task_only_libraries(tmp_path):
     parsed = parse_dag_folder(tmp_path)
     assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_compiled_index", "ls4_discovery",
-                              "ls4_travis_usda_1951_index"]
+                              "ls4_travis_usda_1951_index", "ls4_uploads"]
     assert "ls4_ops.operators" in parsed["modules"]
     assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
     # The factory pauses the garbage collector while it builds, and only then.
     assert parsed["gc_enabled"]
 
 
+def test_the_upload_router_exists_only_where_the_bucket_sends_events(tmp_path):
+    with_events = parse_dag_folder(tmp_path, LS4_UPLOAD_QUEUE="http://127.0.0.1:9000/123456789012/ls4-uploads")
+    assert "ls4_uploads" in with_events["dags"]
+    assert [name for name in with_events["modules"] if name.startswith(TASK_ONLY)] == []
+    assert "ls4_uploads" not in parse_dag_folder(tmp_path, LS4_UPLOAD_QUEUE="")["dags"]
+
+
 def test_a_task_builds_only_its_own_collection_dag(tmp_path):
     """Before a task runs, Airflow parses its DAG file with the DAG id in the parsing context."""
     parsed = parse_dag_folder(tmp_path, _AIRFLOW_PARSING_CONTEXT_DAG_ID="ls4_travis_usda_1951_index")
-    assert parsed["dags"] == ["ls4_compiled_index", "ls4_discovery", "ls4_travis_usda_1951_index"]
+    assert parsed["dags"] == ["ls4_compiled_index", "ls4_discovery", "ls4_travis_usda_1951_index", "ls4_uploads"]
 
 
 def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_every_frame():

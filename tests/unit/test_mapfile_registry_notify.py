@@ -1,6 +1,6 @@
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import mappyfile
 import pytest
@@ -86,7 +86,6 @@ def test_registry_round_trip_and_discovery(tmp_path):
         "bw/nowhere/x.tif",
     ])
     assert sorted(c.name for c in bucket.collections) == ["anderson_ams_1960_frames", "travis_usgs_1952_frames"]
-    assert [p.key for p in bucket.problems] == ["bw/nowhere/x.tif"]
     registry.save(path, bucket.collections)
     assert set(registry.load(path)) == {c.name for c in bucket.collections}
     assert registry.load(path)["anderson_ams_1960_frames"] == C
@@ -113,29 +112,42 @@ def test_a_bad_registry_entry_is_skipped_not_fatal(tmp_path):
     assert registry.load(str(path)) == {C.name: C}
 
 
-def test_folder_markers_are_not_reported():
+def test_folder_markers_are_not_uploads():
     bucket = registry.survey(["nc/anderson/ams_1960/frames/georef/", "nc/anderson/ams_1960/frames/georef/a.tif"])
-    assert bucket.problems == []
     assert bucket.georef == {C: ["nc/anderson/ams_1960/frames/georef/a.tif"]}
 
 
-def test_scans_without_georef_are_those_no_collection_dag_handles():
-    keys = [
+def test_a_change_runs_its_registered_collection_and_a_scan_without_a_dag_is_made_public():
+    known = {C.name: C}
+    found = registry.decide(known, with_georef=[C], changed_keys=[
         "nc/anderson/ams_1960/frames/georef/a.tif",
-        "nc/anderson/ams_1960/frames/scanned/a.tif",
-        "bw/travis/usgs_1952/frames/scanned/b.TIF",
+        "nc/anderson/ams_1960/frames/scanned/a.tif",  # its DAG makes it public and links it
+        "nc/anderson/ams_1960/frames/cog/a.tif",  # ls4's own output: no run for it
+        "bw/travis/usgs_1952/frames/scanned/b.TIF",  # no DAG: made public here
         "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif",
-        "bw/travis/usgs_1952/frames/cog/b.tif",
-        "bw/travis/usgs_1952/frames/scanned/notes.txt",
-        "bw/nowhere/scanned/x.tif",
-    ]
-    bucket = registry.survey(keys)
-    assert bucket.scans_without_georef() == [
-        "bw/travis/usgs_1952/frames/scanned/b.TIF", "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
-    without_georef = registry.survey(key for key in keys if "/georef/" not in key)
-    assert without_georef.scans_without_georef() == [
-        "nc/anderson/ams_1960/frames/scanned/a.tif", "bw/travis/usgs_1952/frames/scanned/b.TIF",
-        "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
+        "bw/travis/usgs_1952/frames/scanned/notes.txt",  # reported, not made public
+        "bw/travis/usgs_1952/frames/scanned/",  # a folder marker: nothing
+    ], removed_keys=["nc/anderson/ams_1960/frames/georef/gone.tif", "nc/anderson/ams_1960/frames/cog/old.tif",
+                     "bw/nowhere/x.tif"])
+    assert found.changed == {C.name: ["nc/anderson/ams_1960/frames/georef/a.tif",
+                                      "nc/anderson/ams_1960/frames/scanned/a.tif",
+                                      "nc/anderson/ams_1960/frames/georef/gone.tif",
+                                      "nc/anderson/ams_1960/frames/cog/old.tif"]}
+    assert found.make_public == ["bw/travis/usgs_1952/frames/scanned/b.TIF",
+                                 "bw/travis/usgs_1952/index/scanned/usgs_1952_12.tif"]
+    assert [(n.subject, n.key) for n in found.notices] == [
+        ("upload outside the bucket layout", "bw/travis/usgs_1952/frames/scanned/notes.txt")]
+    assert found.registry is None and found.new == []
+
+
+def test_discovery_sends_a_collection_whose_upload_is_gone_to_its_run_until_the_cog_is_removed():
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    objects = [S3Object(key, "e", 10, old) for key in (
+        "nc/anderson/ams_1960/frames/georef/a.tif", "nc/anderson/ams_1960/frames/cog/a.tif",
+        "nc/anderson/ams_1960/frames/cog/b.tif", "nc/anderson/ams_1960/frames/cog/tile_index/x.zip")]
+    found = registry.discover(objects, {C.name: C}, since=old + timedelta(hours=1))
+    assert found.changed == {C.name: ["nc/anderson/ams_1960/frames/cog/b.tif"]}
+    assert registry.discover(objects[:2], {C.name: C}, since=old + timedelta(hours=1)).changed == {}
 
 
 def test_discovery_registers_new_collections_and_reports_only_what_is_new():

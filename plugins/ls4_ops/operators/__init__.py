@@ -10,7 +10,7 @@ from ls4_ops.operators.collection import (
     WmsServedOperator,
 )
 from ls4_ops.operators.compiled import CompileIndexOperator
-from ls4_ops.operators.discovery import DiscoverCollectionsOperator
+from ls4_ops.operators.discovery import DiscoverCollectionsOperator, RouteUploadsOperator
 from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOperator
 from ls4_ops.operators.preview import PublishPreviewOperator
 
@@ -25,6 +25,7 @@ __all__ = [
     "PublishMapfileOperator",
     "PublishPreviewOperator",
     "ReportRunOperator",
+    "RouteUploadsOperator",
     "TileIndexOperator",
     "WmsServedOperator",
 ]

@@ -1,10 +1,11 @@
-"""What ls4's bucket-wide DAGs (discovery, the compiled index) have in common."""
+"""What ls4's DAGs have in common: the bucket-wide DAGs' shape, the daily time."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, CronTriggerTimetable
 
 from ls4_ops.operators.notifications import notify_task_failure
 
@@ -25,3 +26,10 @@ def bucket_wide_dag(dag_id: str, *, description: str, doc_md: str, schedule, ret
                       "on_failure_callback": notify_task_failure},
         tags=["ls4", "maintenance"],
     )
+
+
+@lru_cache(maxsize=None)  # one instance per time of day, shared by the collections' DAGs
+def daily(hour: int, minute: int = 0) -> CronTriggerTimetable:
+    """Every day at ``hour``:``minute`` UTC; a DAG that missed the last time (new, or
+    Airflow was down) runs once at once, not once per day missed."""
+    return CronTriggerTimetable(f"{minute} {hour} * * *", timezone="UTC")

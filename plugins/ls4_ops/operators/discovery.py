@@ -1,43 +1,97 @@
-"""Finding collections in the bucket and keeping the DAG registry current."""
+"""Keeping the DAG registry current and starting the collections' runs: from the
+bucket's upload events (the router) or from a listing of the bucket (discovery)."""
 
 from __future__ import annotations
 
-from ls4_ops import registry
+from ls4_ops import events, registry
 from ls4_ops.layout import BAND_PREFIXES
+from ls4_ops.operators.assets import COLLECTION_UPLOADS, collection_asset
 from ls4_ops.operators.base import Ls4Operator
 from ls4_ops.operators.notifications import last_success_start, send
 
+# The keys an asset event names, for the run's log (the run itself looks at the whole collection).
+KEYS_IN_EVENT = 50
 
-class DiscoverCollectionsOperator(Ls4Operator):
-    """Register every collection with georef uploads; report uploads outside the
-    layout and collections whose name another folder already has.
 
-    The registry is what the DAG factory reads at parse time, so a new
-    collection gets its DAG at the next DAG-folder parse. Scans of collections
-    with no georef upload are made public-read here: no collection DAG plans
-    a run for them (it does so for its own scans once a georef upload exists).
-    """
+class _RegistryOperator(Ls4Operator):
+    """Applies a :class:`registry.Discovery`: notices, registry, public scans, and an
+    event on the asset of each collection whose uploads changed (its DAG then runs)."""
 
     template_fields = ("registry_path",)
 
     def __init__(self, *, registry_path: str, bucket_name: str | None = None, aws_conn_id: str | None = None,
                  **kwargs):
+        kwargs.setdefault("outlets", [COLLECTION_UPLOADS])
         super().__init__(**kwargs)
         self.use_bucket(bucket_name, aws_conn_id)
         self.registry_path = registry_path
 
-    def execute(self, context):
-        objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
-        found = registry.discover(objects, registry.load(self.registry_path), last_success_start(context))
+    def apply(self, found: registry.Discovery, context) -> dict:
         for notice in found.notices:
             send(notice.subject, notice.reason, key=notice.key, source=f"{self.dag_id}.{self.task_id}")
         if found.registry is not None:
             registry.save(self.registry_path, found.registry.values())
-        self.log.info("%d collections, new: %s", len(found.collections), ", ".join(found.new) or "none")
-        # Older scans were made public-read by the previous successful run.
         for key in found.make_public:
             self.s3.set_public_read(self.bucket_name, key)
-        self.log.info("%d new scans of collections without georef uploads made public-read",
-                      len(found.make_public))
-        return {"collections": sorted(c.name for c in found.collections), "new": found.new,
-                "public_scans": len(found.make_public)}
+        collections = registry.load(self.registry_path)
+        for name, keys in sorted(found.changed.items()):
+            context["outlet_events"][COLLECTION_UPLOADS].add(
+                collection_asset(collections[name], self.bucket_name),
+                extra={"changed": len(keys), "keys": keys[:KEYS_IN_EVENT]})
+        self.log.info("new collections: %s; runs started for: %s; %d scans of collections without "
+                      "georef uploads made public-read", ", ".join(found.new) or "none",
+                      ", ".join(sorted(found.changed)) or "none", len(found.make_public))
+        return {"new": found.new, "changed": sorted(found.changed), "public_scans": len(found.make_public)}
+
+
+class RouteUploadsOperator(_RegistryOperator):
+    """Start the runs of the collections whose uploads the bucket's events report.
+
+    Reads the changes from the asset events that triggered this run (from the
+    upload queue's watcher), registers new collections (their DAG appears at
+    the next DAG-folder parse and runs once when it does), makes scans of
+    collections without a DAG public-read, reports uploads outside the
+    layout, and adds an event on each changed collection's asset.
+
+    :param registry_path: the registry the DAG factory reads
+    """
+
+    def execute(self, context):
+        changes = events.BucketChanges()
+        for asset_events in context["triggering_asset_events"].values():
+            for event in asset_events:
+                changes.merge((event.extra or {}).get("payload", {}))
+        georef = registry.survey(changes.created).collections
+        found = registry.decide(registry.load(self.registry_path), georef, changes.created, changes.removed)
+        return self.apply(found, context)
+
+
+class DiscoverCollectionsOperator(_RegistryOperator):
+    """Find what changed in the bucket since the last successful run from one listing
+    of ``bw/`` and ``nc/``, and act on it as the router does on events.
+
+    Changed: an upload or scan newer than the last successful run, or a COG
+    whose upload is gone. Where the bucket sends no events this runs every
+    few minutes and starts those collections' runs in place of the events.
+    Where it sends them, it runs once a day for new collections an event
+    missed, and starts no run (each collection reconciles daily itself).
+    The first run starts none either: every collection's DAG runs when it
+    first appears.
+
+    :param registry_path: the registry the DAG factory reads
+    :param start_runs: start the runs of collections whose uploads changed
+    """
+
+    template_fields = ("registry_path", "start_runs")
+
+    def __init__(self, *, start_runs: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.start_runs = start_runs
+
+    def execute(self, context):
+        objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
+        since = last_success_start(context)
+        found = registry.discover(objects, registry.load(self.registry_path), since)
+        if not self.start_runs or since is None:
+            found.changed = {}
+        return self.apply(found, context)
