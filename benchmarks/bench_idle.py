@@ -158,31 +158,39 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1, help="frames per idle collection")
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--reuse", action="store_true",
+                        help="idle the archive the last run left (same --collections) instead of making it anew")
     args = parser.parse_args()
 
     state = os.environ["LS4_STATE_DIR"]
+    chosen = collections(args.collections)
+    settings = Settings.from_env()
+    reuse = args.reuse and set(registry.load(settings.registry_path)) == {c.name for c in chosen}
     subprocess.run([local_stack.STACK, "stop"], check=False, capture_output=True)
-    shutil.rmtree(state, ignore_errors=True)  # a fresh archive, bucket, index and Airflow database
+    if not reuse:
+        shutil.rmtree(state, ignore_errors=True)  # a fresh archive, bucket, index and Airflow database
     local_stack.start(SERVICES)
     try:
-        settings = Settings.from_env()
         s3 = S3Endpoint.from_env().boto3_client()
-        chosen = collections(args.collections)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="ls4-bench-idle-") as scratch:
-            upload_archive(s3, settings.bucket, chosen, args.frames, scratch)
-            print(f"{len(chosen)} collections of {args.frames} frames uploaded in "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
-            registry.save(settings.registry_path, chosen)
-            subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "db", "migrate"],
-                           check=True, capture_output=True)
-            process_in_process(chosen, settings)
+            if reuse:
+                print(f"the archive of the last run: {len(chosen)} idle collections", flush=True)
+            else:
+                upload_archive(s3, settings.bucket, chosen, args.frames, scratch)
+                print(f"{len(chosen)} collections of {args.frames} frames uploaded in "
+                      f"{time.perf_counter() - started:.0f} s", flush=True)
+                registry.save(settings.registry_path, chosen)
+                subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "db", "migrate"],
+                               check=True, capture_output=True)
+                process_in_process(chosen, settings)
             # The events of the set-up are no one's work now.
             S3Endpoint.from_env().boto3_client("sqs").purge_queue(QueueUrl=settings.upload_queue)
 
             runs_before_start = dag_runs()
             local_stack.start(["airflow"])
             wait_until("first run of every collection DAG", lambda: collection_runs(chosen) == len(chosen))
+            time.sleep(60)  # the DAG processor's first passes and the runs they start
             wait_until("idle archive", lambda: unfinished_runs() == 0)
             print(f"Airflow started; {dag_runs() - runs_before_start} runs as the DAGs appeared "
                   f"(each collection's missed daily run, discovery, compiled index); idle", flush=True)
@@ -204,8 +212,9 @@ def main() -> None:
             path = os.path.join(scratch, "upload.tif")
             make_frame(path, "bw", UPLOAD_PX, UPLOAD_PX, crs=UTM,
                        bounds=(610_000, 3_390_000, 610_000 + UPLOAD_PX, 3_390_000 + UPLOAD_PX), collar=20)
-            key = frame_key(target, 999)
-            cog = target.cog_key("19700101_1-999")
+            number = int(time.time())  # a new upload on every run, also of a reused archive
+            key = frame_key(target, number)
+            cog = target.cog_key(f"19700101_1-{number}")
             start = time.perf_counter()
             s3.upload_file(path, settings.bucket, key)
             wait_until("COG of the new upload", lambda: s3.list_objects_v2(

@@ -43,8 +43,8 @@ for i in range({count}):
             upstream >> downstream
     globals()[dag.dag_id] = dag
 """
-# The DAG folder's other DAGs: ls4_discovery and ls4_compiled_index.
-BUCKET_WIDE_DAGS = 2
+# The DAG folder's other DAGs: discovery, the compiled index, the upload router (the stack has a queue).
+BUCKET_WIDE_DAGS = 3
 
 
 def parse_seconds(folder: str, env: dict, expected_dags: int, rounds: int) -> tuple[float, int]:
@@ -89,8 +89,8 @@ def main() -> None:
         baseline, _ = parse_seconds(baseline_folder, env, args.collections, args.rounds)
     print(f"| DAG folder | DAGs | tasks each | parse s (best of {args.rounds}) |")
     print("|---|---|---|---|")
-    print(f"| ls4 (`dags/`) | {args.collections} + 2 bucket-wide | {tasks_per_collection} | {ls4:.2f} |")
-    print(f"| ls4, parsed for one task (parsing context) | 1 + 2 bucket-wide | {tasks_per_collection} | {task:.2f} |")
+    print(f"| ls4 (`dags/`) | {args.collections} + {BUCKET_WIDE_DAGS} bucket-wide | {tasks_per_collection} | {ls4:.2f} |")
+    print(f"| ls4, parsed for one task (parsing context) | 1 + {BUCKET_WIDE_DAGS} bucket-wide | {tasks_per_collection} | {task:.2f} |")
     print(f"| EmptyOperator baseline | {args.collections} | {tasks_per_collection} | {baseline:.2f} |")
     print(f"ls4/baseline={ls4 / baseline:.2f}")
     print(f"parse: collections={args.collections} seconds={ls4:.3f}")

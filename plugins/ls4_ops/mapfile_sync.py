@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import time
@@ -75,8 +76,9 @@ def wait_for_event(sqs, queue_url: str, at_most: float) -> None:
     answers them all) or after ``at_most`` seconds."""
     deadline = time.monotonic() + at_most
     while (left := deadline - time.monotonic()) > 0:
+        # Rounded up: a wait of 0 returns at once, and the last second would be a busy loop.
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=max(0, min(SQS_WAIT_S, int(left)))).get("Messages", [])
+                                       WaitTimeSeconds=min(SQS_WAIT_S, math.ceil(left))).get("Messages", [])
         if messages:
             while messages:
                 sqs.delete_message_batch(QueueUrl=queue_url, Entries=[

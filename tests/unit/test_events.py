@@ -1,6 +1,7 @@
 """Reading the bucket's event notifications, and the notification configuration ls4 sets."""
 
 import json
+import time
 
 from ls4_ops import events
 
@@ -51,3 +52,35 @@ def test_the_notification_sends_uploads_and_mapfiles_to_their_queues_with_prefix
     prefixes = list(routes)
     assert not any(a != b and b.startswith(a) for a in prefixes for b in prefixes)
     assert len(events.notification_configuration(uploads)["QueueConfigurations"]) == 2
+
+
+class SlowQueue:
+    """An SQS client whose receive waits as long as asked (as SQS does when the queue is empty)."""
+
+    def __init__(self, messages=()):
+        self.messages = list(messages)
+        self.receives = 0
+        self.deleted = []
+
+    def receive_message(self, QueueUrl, MaxNumberOfMessages, WaitTimeSeconds=0):
+        self.receives += 1
+        if self.messages:
+            batch, self.messages = self.messages[:MaxNumberOfMessages], self.messages[MaxNumberOfMessages:]
+            return {"Messages": batch}
+        time.sleep(WaitTimeSeconds)
+        return {}
+
+    def delete_message_batch(self, QueueUrl, Entries):
+        self.deleted += [entry["ReceiptHandle"] for entry in Entries]
+
+
+def test_the_mapfile_sync_waits_without_spinning_and_wakes_on_an_event_with_the_queue_emptied():
+    from ls4_ops.mapfile_sync import wait_for_event
+
+    idle = SlowQueue()
+    wait_for_event(idle, "q", at_most=1.5)
+    assert idle.receives <= 2  # a wait of 0 s in the last second would spin: hundreds of requests
+    busy = SlowQueue([{"ReceiptHandle": f"r{i}", "Body": "{}"} for i in range(13)])
+    start = time.monotonic()
+    wait_for_event(busy, "q", at_most=60)
+    assert time.monotonic() - start < 5 and len(busy.deleted) == 13
