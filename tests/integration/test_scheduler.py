@@ -68,6 +68,7 @@ def test_new_collection_gets_its_dag_cogs_index_and_wms_without_a_human(airflow,
 
 
 OTHER_KEY = "nc/othertown/usda_1961/frames/georef/19610404_7-13.tif"
+BURST = 200  # uploads at once into one collection
 
 
 def runs_of(dag_id: str) -> list[tuple[str, str, str]]:
@@ -150,9 +151,9 @@ def test_a_burst_of_uploads_starts_a_few_runs_and_an_upload_during_a_run_waits_f
                                                                                             tmp_path):
     dag_id = known_collection
     before = len(runs_of(dag_id))
-    burst = [KEY.replace("7-12", f"9-{i}") for i in range(30)]
+    burst = [KEY.replace("7-12", f"9-{i}") for i in range(BURST)]
     upload_frames(tmp_path, burst, origin=(642_000.0, 3_362_000.0))
-    wait_until("every COG of the burst", lambda: all(has_cog(key) for key in burst))
+    pipeline.wait_until("every COG of the burst", lambda: all(has_cog(key) for key in burst), 3 * TIMEOUT)
     wait_until("collection idle", lambda: idle(dag_id))
     burst_runs = runs_of(dag_id)[before:]
     assert 1 <= len(burst_runs) <= 4, burst_runs
