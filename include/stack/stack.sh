@@ -184,7 +184,7 @@ from ls4_ops.events import notification_configuration, queue_arn
 e = os.environ
 client = dict(endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
               aws_access_key_id=e["LS4_S3_ACCESS_KEY"], aws_secret_access_key=e["LS4_S3_SECRET_KEY"])
-s3, sqs = boto3.client("s3", **client), boto3.client("sqs", **client)
+s3, sqs, sns = (boto3.client(service, **client) for service in ("s3", "sqs", "sns"))
 bucket = e["LS4_BUCKET"]
 try:
     s3.head_bucket(Bucket=bucket)
@@ -202,6 +202,16 @@ arns = [queue_arn(url, e["LS4_S3_REGION"]) if url else None for url in queues]
 s3.put_bucket_notification_configuration(
     Bucket=bucket, NotificationConfiguration=notification_configuration(*arns) if arns[0] else {})
 print("bucket events:", ", ".join(filter(None, queues)) or "none (discovery polls the bucket)")
+# The notifications topic, and a queue of the same name subscribed to it: what
+# was published can be read back locally (tests, or an operator without e-mail).
+topic = e.get("LS4_SNS_TOPIC_ARN", "")
+if topic:
+    name = topic.rsplit(":", 1)[1]
+    arn = sns.create_topic(Name=name)["TopicArn"]
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue)
+    print("notifications topic:", arn, "read back from queue", url)
 ' >>"$(log_file s3)" 2>&1
 }
 

@@ -18,8 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from ls4_ops.errors import BadUpload
 from ls4_ops.layout import UploadKey, parse_key
 from ls4_ops.operators.base import CollectionOperator
-from ls4_ops.operators.notifications import send
-from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA
+from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA, Notice
 from ls4_ops.s3env import vsis3_path
 
 COMPRESSED = "compressed.tif"
@@ -47,8 +46,7 @@ class FrameStageOperator(CollectionOperator):
             return self.run_stage()
         except BadUpload as error:
             self.remember_failure(error)
-            send(subject="upload cannot be processed", reason=error.reason, key=self.upload["key"],
-                 collection=self.collection.name, source=f"{self.dag_id}.{self.task_id}")
+            self.notify([Notice("upload cannot be processed", error.reason, self.upload["key"], self.upload["etag"])])
             # Retrying cannot fix a bad file: fail now, the rest of the collection goes on.
             raise AirflowFailException(str(error)) from error
 
