@@ -1,16 +1,22 @@
-"""Notifications on the real local stack: SNS through the S3 emulator's own topic, read back
-from the queue subscribed to it; each problem told once; a channel that is down fails nothing."""
+"""What operators get on the real local stack: notifications (SNS through the S3 emulator's
+own topic, read back from the queue subscribed to it; each problem told once; a channel that
+is down fails nothing) and the run ledger in PostGIS."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+from datetime import datetime, timedelta, timezone
+
+import rasterio
+import rio_cogeo
 
 import pytest
 
 from include import local_stack
 from include.synthetic import make_frame, make_not_georeferenced
+from ls4_ops import ledger
 from ls4_ops.layout import parse_key
 from ls4_ops.notify import Notification, unsent
 from tests.integration import pipeline
@@ -129,3 +135,25 @@ def test_two_tasks_meeting_the_same_problem_at_once_send_it_once(services):
     with engine.begin() as connection:
         assert len(unsent(connection, [Notification("upload cannot be processed", "why", key=GEOREF + "race.tif",
                                                     etag="e2")])) == 1
+
+
+def test_the_ledger_says_what_happened_to_a_good_and_a_bad_upload(first_run):
+    with local_stack.postgis_engine().connect() as connection:
+        good, bad = ledger.history(connection, GOOD), ledger.history(connection, BAD)
+        week = ledger.failed_since(connection, datetime.now(timezone.utc) - timedelta(days=7))
+        jpeg_q85 = ledger.made_with(connection, "cog", {"creation": {"QUALITY": 85}})
+        lossless = ledger.made_with(connection, "cog", {"creation": {"COMPRESS": "DEFLATE"}})
+    assert [(r.stage, r.outcome) for r in good] == [("compress", "success"), ("overviews", "success"),
+                                                     ("cog", "success")]
+    cog = good[-1]
+    assert cog.outputs == [COLLECTION.cog_key("19610412_2-1")]
+    assert cog.etag == pipeline.s3().head_object(Bucket=pipeline.bucket(), Key=GOOD)["ETag"].strip('"')
+    assert cog.software == {"gdal": rasterio.__gdal_version__, "rasterio": rasterio.__version__,
+                            "rio-cogeo": rio_cogeo.__version__}
+    assert cog.options == ledger.stage_options("cog", "nc") and cog.seconds > 0
+    assert good[0].outputs[0].startswith("ls4-work/") and good[0].started < cog.started
+    # The bad upload failed at its first stage, for its reason, and went no further.
+    assert [(r.stage, r.outcome) for r in bad] == [("compress", "bad upload")]
+    assert "not georeferenced" in bad[0].reason and bad[0].outputs == []
+    assert BAD in {r.key for r in week} and GOOD not in {r.key for r in week}
+    assert GOOD in {r.key for r in jpeg_q85} and GOOD not in {r.key for r in lossless}
