@@ -7,9 +7,9 @@ the mapfile sync; state in ``.state/bench-wms``), for each collection size N:
   frames with 60 % forward and 30 % side overlap), each a real ls4 COG
   (a synthetic 1024 px frame at 1 m in EPSG:26914 with a scan collar,
   through ``raster.compress``/``add_overviews``/``to_cog``), uploaded
-  public-read, its row upserted with ``tileindex.index_row``;
+  public by the bucket policy, its row upserted with ``tileindex.index_row``;
 * the collection overview drawn with ``overview.update`` and uploaded
-  public-read, as ``CollectionOverviewOperator`` does;
+  public by the bucket policy, as ``CollectionOverviewOperator`` does;
 * three mapfiles, published to ``mapfiles/`` and served once the sync has
   installed them:
   - ``ls4``: ls4's own (``mapfile.build(..., overview=...)``);
@@ -230,7 +230,7 @@ def draw_overview(db, s3, settings: Settings, collection: Collection, summary, p
                   zoom: int) -> tuple[str, float, float]:
     """The collection overview as CollectionOverviewOperator.draw makes it, on the grid of
     ``zoom`` at most, from the local COG files (the same bytes as the uploaded ones; over
-    /vsis3/ it only takes longer), uploaded public-read; its key, resolution and seconds."""
+    /vsis3/ it only takes longer), uploaded (public by the bucket policy); its key, resolution and seconds."""
     start = time.perf_counter()
     default_zoom = overview.MAX_ZOOM
     overview.MAX_ZOOM = zoom
@@ -250,7 +250,7 @@ def draw_overview(db, s3, settings: Settings, collection: Collection, summary, p
             info = overview.update(None, out, collection.band, summary.bounds, [], frames_in,
                                    scratch=os.path.join(directory, "work.tif"))
             key = collection.overview_key(summary.generation, info["zoom"])
-            s3.upload_file(out, settings.bucket, key, ExtraArgs={"ACL": "public-read", "ContentType": "image/tiff"})
+            s3.upload_file(out, settings.bucket, key, ExtraArgs={"ContentType": "image/tiff"})
     finally:
         overview.MAX_ZOOM = default_zoom
     return key, info["resolution"], time.perf_counter() - start
@@ -324,7 +324,7 @@ def publish_collection(db, s3, settings: Settings, count: int, variants: list[st
     def upload(i: int) -> str:
         with open(cog_path(corners[i]), "rb") as body:
             answer = s3.put_object(Bucket=settings.bucket, Key=collection.cog_key(stems[i]), Body=body,
-                                   ACL="public-read", ContentType="image/tiff")
+                                   ContentType="image/tiff")
         return answer["ETag"]
 
     with ThreadPoolExecutor(8) as pool:

@@ -37,6 +37,13 @@ export LS4_S3_ENDPOINT LS4_BUCKET LS4_S3_ACCESS_KEY LS4_S3_SECRET_KEY \
 : "${LS4_MAPFILE_QUEUE=${LS4_S3_ENDPOINT%/}/123456789012/ls4-mapfiles}"
 export LS4_UPLOAD_QUEUE LS4_MAPFILE_QUEUE
 
+# --- Public access (ls4_ops/access.py): by the bucket policy (ACLs disabled on
+# the bucket, as on AWS buckets made since April 2023), or LS4_PUBLIC_ACCESS=acl.
+# The local stack lets ls4 write the policy's public-read statement.
+: "${LS4_PUBLIC_ACCESS:=policy}"
+: "${LS4_APPLY_BUCKET_POLICY:=true}"
+export LS4_PUBLIC_ACCESS LS4_APPLY_BUCKET_POLICY
+
 # --- Notifications: an SNS topic (locally the S3 emulator's own), besides
 # LS4_NOTIFY below. Set LS4_SNS_TOPIC_ARN= (empty) to publish to none.
 : "${LS4_SNS_TOPIC_ARN=arn:aws:sns:$LS4_S3_REGION:123456789012:ls4-notifications}"

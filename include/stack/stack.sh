@@ -180,7 +180,8 @@ s3_launch() {
 s3_ready() { http_answers "$LS4_S3_ENDPOINT/"; }
 s3_post() {
     "$LS4_VENV/bin/python" -c '
-import os, boto3, botocore.exceptions
+import json, os, boto3, botocore.exceptions
+from ls4_ops.access import grants_public_read, with_public_read
 from ls4_ops.events import notification_configuration, queue_arn
 e = os.environ
 client = dict(endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
@@ -203,6 +204,22 @@ arns = [queue_arn(url, e["LS4_S3_REGION"]) if url else None for url in queues]
 s3.put_bucket_notification_configuration(
     Bucket=bucket, NotificationConfiguration=notification_configuration(*arns) if arns[0] else {})
 print("bucket events:", ", ".join(filter(None, queues)) or "none (discovery polls the bucket)")
+# Public access as AWS buckets made since April 2023 have it: ACLs disabled,
+# what ls4 publishes public by the bucket policy (LS4_PUBLIC_ACCESS=acl: the
+# old way, public-read on each object).
+if e.get("LS4_PUBLIC_ACCESS", "policy") == "acl":
+    s3.delete_bucket_ownership_controls(Bucket=bucket)
+else:
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    if e.get("LS4_APPLY_BUCKET_POLICY", "").lower() in ("1", "true", "yes"):
+        try:
+            policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        except botocore.exceptions.ClientError:
+            policy = None
+        if not grants_public_read(policy, bucket):
+            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(with_public_read(policy, bucket)))
+print("public access:", e.get("LS4_PUBLIC_ACCESS", "policy"))
 # The notifications topic, and a queue of the same name subscribed to it: what
 # was published can be read back locally (tests, or an operator without e-mail).
 topic = e.get("LS4_SNS_TOPIC_ARN", "")

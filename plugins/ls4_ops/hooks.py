@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -75,6 +76,18 @@ class Ls4S3Hook(S3Hook):
         """Publish a small text file (a mapfile, a page) in one PUT."""
         self.get_conn().put_object(Bucket=bucket_name, Key=key, Body=text.encode(), ContentType=content_type,
                                    Metadata=metadata)
+
+    def bucket_policy(self, bucket_name: str) -> dict | None:
+        """The bucket's policy; None when it has none."""
+        try:
+            return json.loads(self.get_conn().get_bucket_policy(Bucket=bucket_name)["Policy"])
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+                raise
+            return None
+
+    def put_bucket_policy(self, bucket_name: str, policy: dict) -> None:
+        self.get_conn().put_bucket_policy(Bucket=bucket_name, Policy=json.dumps(policy))
 
     def set_public_read(self, bucket_name: str, key: str) -> bool:
         """Make ``key`` public-read; False when it was deleted since it was listed."""

@@ -10,6 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+# How objects are made public (see access.py, which names them).
+PUBLIC_ACCESS_MODES = ("policy", "acl")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -34,6 +43,12 @@ class Settings:
     reconcile_hour: int = 3
     # SNS topic every notification is published to, besides ``notify``; empty: none.
     sns_topic_arn: str = ""
+    # How public objects are made public (access.py): "policy" (the bucket
+    # policy's statement; no ACLs) or "acl" (public-read on each object).
+    public_access: str = "policy"
+    # Whether discovery writes the policy's public-read statement when it is
+    # missing (it needs s3:PutBucketPolicy); otherwise it only reports it.
+    apply_bucket_policy: bool = False
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -55,7 +70,15 @@ class Settings:
             mapfile_queue=environ.get("LS4_MAPFILE_QUEUE", cls.mapfile_queue),
             reconcile_hour=int(environ.get("LS4_RECONCILE_HOUR", cls.reconcile_hour)),
             sns_topic_arn=environ.get("LS4_SNS_TOPIC_ARN", cls.sns_topic_arn),
+            public_access=_choice("LS4_PUBLIC_ACCESS", environ.get("LS4_PUBLIC_ACCESS", cls.public_access),
+                                  PUBLIC_ACCESS_MODES),
+            apply_bucket_policy=environ.get("LS4_APPLY_BUCKET_POLICY", "").lower() in ("1", "true", "yes"),
         )
+
+    @property
+    def uses_acls(self) -> bool:
+        """Whether public objects are made public one by one, with the public-read ACL."""
+        return self.public_access == "acl"
 
     def public_link(self, key: str) -> str:
         return f"{self.public_url}/{key}"

@@ -6,12 +6,17 @@ import importlib.util
 import json
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
 from ls4_ops.s3env import S3Endpoint
+from ls4_ops.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,6 +35,41 @@ def bucket() -> str:
 
 def upload(path: str, key: str) -> None:
     s3().upload_file(path, bucket(), key)
+
+
+def readable_by_anyone(key: str) -> bool:
+    """Whether anonymous requests for ``key``'s public link succeed: a HEAD (how GDAL's
+    /vsicurl/ starts) and a GET (a browser's download)."""
+    url = Settings.from_env().public_link(urllib.parse.quote(key))
+    try:
+        for method in ("HEAD", "GET"):
+            with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=30) as answer:
+                assert answer.status == 200, (method, url, answer.status)
+    except urllib.error.HTTPError as error:
+        if error.code == 403:
+            return False
+        raise
+    return True
+
+
+def has_public_read_acl(key: str) -> bool:
+    grants = s3().get_object_acl(Bucket=bucket(), Key=key)["Grants"]
+    return any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
+
+
+@contextmanager
+def acls_enabled():
+    """The bucket as AWS made them before April 2023, ls4 making objects public one by one
+    (``LS4_PUBLIC_ACCESS=acl``); then back to ACLs disabled and the bucket policy."""
+    client, before = s3(), os.environ.get("LS4_PUBLIC_ACCESS")
+    client.delete_bucket_ownership_controls(Bucket=bucket())
+    os.environ["LS4_PUBLIC_ACCESS"] = "acl"
+    try:
+        yield
+    finally:
+        os.environ["LS4_PUBLIC_ACCESS"] = before or "policy"
+        client.put_bucket_ownership_controls(Bucket=bucket(), OwnershipControls={
+            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
 
 
 def last_modified(keys) -> dict:

@@ -21,7 +21,6 @@ from sqlalchemy import text
 from ls4_ops import compiled_index, tileindex
 from ls4_ops.layout import COMPILED_INDEX_KEY, parse_key
 from tests.integration import pipeline
-from tests.integration.test_discovery_scans import public_read
 from tests.integration.test_tileindex import drop, engine, read_table, row
 
 FRAMES = parse_key("nc/compiledville/usda_1970/frames/georef/x.tif").collection
@@ -134,7 +133,7 @@ def test_the_hourly_dag_publishes_every_collection_and_only_when_something_chang
     written = compile_run("success")
     assert written["ContentType"] == "application/geo+json"
     assert written["Metadata"][compiled_index.FINGERPRINT_METADATA] == current_fingerprint()
-    assert public_read(COMPILED_INDEX_KEY)
+    assert pipeline.readable_by_anyone(COMPILED_INDEX_KEY)
     path = download(tmp_path)
     assert_matches_the_tables(path)
     # QGIS opens it through GDAL's GeoJSON driver.

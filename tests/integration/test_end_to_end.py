@@ -86,8 +86,7 @@ def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources, 
         head = client.head_object(Bucket=pipeline.bucket(), Key=cog_key)
         assert head["Metadata"]["ls4-source-etag"] == client.head_object(
             Bucket=pipeline.bucket(), Key=key)["ETag"].strip('"')
-        acl = client.get_object_acl(Bucket=pipeline.bucket(), Key=cog_key)
-        assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in acl["Grants"])
+        assert pipeline.readable_by_anyone(cog_key)
         local = str(tmp_path / "cog.tif")
         client.download_file(pipeline.bucket(), cog_key, local)
         is_valid, errors, _ = cog_validate(local, quiet=True)
@@ -196,17 +195,17 @@ def test_unchanged_collection_run_does_no_raster_work(processed, sources):
     assert after == before
 
 
-def test_scans_cogs_and_the_index_zip_are_public_read(processed):
-    client = pipeline.s3()
-    index_zip = parse_key(f"{NC}georef/x.tif").collection.tile_index_zip_key
+def test_scans_cogs_the_index_zip_and_the_preview_are_readable_by_anyone_and_nothing_else_is(processed):
+    collection = parse_key(f"{NC}georef/x.tif").collection
     for key in (f"{NC}scanned/19750312_4-1.tif", f"{NC}scanned/19750312_4-2.TIF",
-                f"{NC}georef/19750312_4-1.tif", f"{NC}cog/19750312_4-1.tif", index_zip):
-        grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
-        assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ"
-                   for g in grants), key
-    # Only uploads the layout accepts are made public.
-    grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=f"{NC}scanned/notes.txt")["Grants"]
-    assert not any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+                f"{NC}georef/19750312_4-1.tif", f"{NC}cog/19750312_4-1.tif", collection.tile_index_zip_key,
+                collection.preview_key):
+        assert pipeline.readable_by_anyone(key), key
+    # Only uploads the layout accepts are public; mapfiles never are.
+    for key in (f"{NC}scanned/notes.txt", collection.mapfile_key):
+        assert not pipeline.readable_by_anyone(key), key
+    # By the bucket policy: the bucket refuses ACLs, and no object has one.
+    assert not pipeline.has_public_read_acl(f"{NC}cog/19750312_4-1.tif")
 
 
 def test_folder_marker_is_not_an_upload(processed):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+from botocore.exceptions import ClientError
+
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from include import local_stack
@@ -23,9 +26,20 @@ def test_a_key_deleted_after_listing_is_not_an_error_when_made_public(services, 
     scan = tmp_path / "scan.tif"
     scan.write_bytes(b"II*\x00")
     pipeline.upload(str(scan), key)
-    assert hook.set_public_read(pipeline.bucket(), key)
-    pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=key)
-    assert not hook.set_public_read(pipeline.bucket(), key)
+    with pipeline.acls_enabled():
+        assert hook.set_public_read(pipeline.bucket(), key)
+        pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=key)
+        assert not hook.set_public_read(pipeline.bucket(), key)
+
+
+def test_the_local_bucket_refuses_acls_as_an_aws_bucket_made_since_april_2023_does(services):
+    client, key = pipeline.s3(), "nc/aclville/usda_1950/frames/scanned/19500101_1-1.tif"
+    for attempt in (lambda: client.put_object(Bucket=pipeline.bucket(), Key=key, Body=b"x", ACL="public-read"),
+                    lambda: client.put_object_acl(Bucket=pipeline.bucket(), Key=key, ACL="public-read")):
+        with pytest.raises(ClientError, match="AccessControlListNotSupported"):
+            attempt()
+    client.put_object(Bucket=pipeline.bucket(), Key=key, Body=b"x", ACL="bucket-owner-full-control")
+    client.delete_object(Bucket=pipeline.bucket(), Key=key)
 
 
 def test_mapfile_sync_installs_valid_mapfiles_only_and_removes_deleted_ones(services):
@@ -61,13 +75,11 @@ def wait_until(condition, what: str, timeout: float = 30) -> None:
 
 def test_the_local_s3_keeps_its_objects_across_a_restart(services):
     key = "nc/keepville/usda_1950/frames/scanned/19500101_1-1.tif"
-    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=key, Body=b"II*\x00 kept", ACL="public-read",
-                             Metadata={"ls4-note": "kept"})
+    pipeline.s3().put_object(Bucket=pipeline.bucket(), Key=key, Body=b"II*\x00 kept", Metadata={"ls4-note": "kept"})
     local_stack.stop(["s3"])
     local_stack.start(["s3"])
     client = pipeline.s3()
     assert client.get_object(Bucket=pipeline.bucket(), Key=key)["Body"].read() == b"II*\x00 kept"
     assert client.head_object(Bucket=pipeline.bucket(), Key=key)["Metadata"] == {"ls4-note": "kept"}
-    grants = client.get_object_acl(Bucket=pipeline.bucket(), Key=key)["Grants"]
-    assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") for g in grants)
+    assert pipeline.readable_by_anyone(key)
     client.delete_object(Bucket=pipeline.bucket(), Key=key)

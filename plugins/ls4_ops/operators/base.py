@@ -63,6 +63,18 @@ class Ls4Operator(BaseOperator):
         """The tile-index database, through the postgres provider's hook."""
         return postgis_engine(self.postgis_conn_id or self.settings.postgis_conn_id)
 
+    @property
+    def public_acl(self) -> str | None:
+        """The ACL of what ls4 publishes: none where the bucket policy makes it public."""
+        return "public-read" if self.settings.uses_acls else None
+
+    def make_public(self, keys: Iterable[str]) -> None:
+        """Make uploads public where that takes an ACL on each; the bucket policy covers them
+        otherwise (see access.py)."""
+        if self.settings.uses_acls:
+            for key in keys:
+                self.s3.set_public_read(self.bucket_name, key)
+
     def notify(self, notices: Iterable[Notice]) -> None:
         """Tell operators and uploaders about ``notices`` (those not told before), with a link
         to this task's run in Airflow."""

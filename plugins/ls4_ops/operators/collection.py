@@ -57,8 +57,7 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
             raise AirflowFailException("nothing was processed; these keys cannot be: " + "; ".join(
                 f"{key}: {reason}" for key, reason in run.not_found))
         self.notify(run.notices)
-        for key in run.make_public:
-            self.s3.set_public_read(self.bucket_name, key)
+        self.make_public(run.make_public)
         self.log.info("%d to process, %d up to date, %d failed before (left until they change), %d problems; "
                       "index: %d to add, %d links, %d to remove, publish %s", len(run.todo), len(run.up_to_date),
                       len(run.known_bad), len(run.problems), len(run.index.add), len(run.index.scan_links),
@@ -170,7 +169,7 @@ class TileIndexOperator(CollectionOperator):
                 "generation": summary.generation}
 
     def publish_file(self, path: str, key: str, generation: int) -> None:
-        self.s3.upload(path, self.bucket_name, key, acl="public-read",
+        self.s3.upload(path, self.bucket_name, key, acl=self.public_acl,
                        metadata={tileindex.GENERATION_METADATA: str(generation)})
 
 
@@ -237,7 +236,7 @@ class CollectionOverviewOperator(CollectionOperator):
             info = overview.update(previous, out, self.collection.band, extent, changed, frames_in,
                                    scratch=os.path.join(directory, "work.tif"))
             key = self.collection.overview_key(generation, info["zoom"])
-            self.s3.upload(out, self.bucket_name, key, acl="public-read", content_type="image/tiff")
+            self.s3.upload(out, self.bucket_name, key, acl=self.public_acl, content_type="image/tiff")
         self.log.info("overview %s: %s", key, info)
         return key
 

@@ -46,7 +46,7 @@ class CompileIndexOperator(Ls4Operator):
                     raise AirflowSkipException(f"nothing changed since {COMPILED_INDEX_KEY} was written "
                                                f"({head['LastModified']})")
                 features = compiled_index.write_geojson(connection, path)
-            self.s3.upload(path, self.bucket_name, COMPILED_INDEX_KEY, acl="public-read",
+            self.s3.upload(path, self.bucket_name, COMPILED_INDEX_KEY, acl=self.public_acl,
                            content_type="application/geo+json",
                            metadata={compiled_index.FINGERPRINT_METADATA: fingerprint})
         self.log.info("%s: %d features, fingerprint %s", COMPILED_INDEX_KEY, features, fingerprint)

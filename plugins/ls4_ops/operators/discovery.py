@@ -3,11 +3,12 @@ bucket's upload events (the router) or from a listing of the bucket (discovery).
 
 from __future__ import annotations
 
-from ls4_ops import events, registry
+from ls4_ops import access, events, registry
 from ls4_ops.layout import BAND_PREFIXES
 from ls4_ops.operators.assets import COLLECTION_UPLOADS, collection_asset
 from ls4_ops.operators.base import Ls4Operator
 from ls4_ops.operators.notifications import last_success_start
+from ls4_ops.plan import Notice
 
 # The keys an asset event names, for the run's log (the run itself looks at the whole collection).
 KEYS_IN_EVENT = 50
@@ -30,8 +31,7 @@ class _RegistryOperator(Ls4Operator):
         self.notify(found.notices)
         if found.registry is not None:
             registry.save(self.registry_path, found.registry.values())
-        for key in found.make_public:
-            self.s3.set_public_read(self.bucket_name, key)
+        self.make_public(found.make_public)
         collections = registry.load(self.registry_path)
         for name, keys in sorted(found.changed.items()):
             context["outlet_events"][COLLECTION_UPLOADS].add(
@@ -89,9 +89,31 @@ class DiscoverCollectionsOperator(_RegistryOperator):
         self.start_runs = start_runs
 
     def execute(self, context):
+        if not self.settings.uses_acls:
+            self.check_bucket_policy()
         objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
         since = last_success_start(context)
         found = registry.discover(objects, registry.load(self.registry_path), since)
         if not self.start_runs or since is None:
             found.changed = {}
         return self.apply(found, context)
+
+    def check_bucket_policy(self) -> None:
+        """The bucket policy must make ls4's public objects public: write its statement where
+        ls4 may (``LS4_APPLY_BUCKET_POLICY``), tell operators otherwise."""
+        from botocore.exceptions import ClientError
+
+        check = access.check_policy(self.s3.bucket_policy(self.bucket_name), self.bucket_name,
+                                    apply=self.settings.apply_bucket_policy)
+        problem = check.problem
+        if check.put:
+            try:
+                self.s3.put_bucket_policy(self.bucket_name, check.put)
+                self.log.info("added the public-read statement %s to the policy of %s", access.STATEMENT_ID,
+                              self.bucket_name)
+            except ClientError as error:
+                problem = (f"ls4 could not add its public-read statement to the policy of bucket {self.bucket_name} "
+                           f"({error}); with Block Public Access on, turn off its policy settings for this bucket, "
+                           "or add the statement yourself")
+        if problem:
+            self.notify([Notice("bucket policy", problem, f"s3://{self.bucket_name}", check.version)])

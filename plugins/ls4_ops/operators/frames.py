@@ -164,7 +164,7 @@ class CogOperator(FrameStageOperator):
             info = raster.to_cog(os.path.join(directory, COMPRESSED), cog, self.collection.band,
                                  key=self.upload["key"])
             cog_etag = self.s3.upload(
-                cog, self.bucket_name, self.upload["cog_key"], acl="public-read", content_type="image/tiff",
+                cog, self.bucket_name, self.upload["cog_key"], acl=self.public_acl, content_type="image/tiff",
                 metadata={SOURCE_ETAG_METADATA: self.upload["etag"], SOURCE_KEY_METADATA: self.upload["key"]},
             )
             with rasterio.open(cog) as written:  # its mask is at hand: the footprint costs no S3 read
