@@ -32,6 +32,9 @@ class Settings:
     # Hour (UTC) of the daily reconciliation: discovery at HH:00, each
     # collection's run at a minute of that hour of its own.
     reconcile_hour: int = 3
+    # Daily maintenance removes orphan mapfiles and tables for good instead of
+    # quarantining them (LS4_MAINTENANCE_DELETE=true). Uploads are never removed.
+    maintenance_delete: bool = False
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -52,6 +55,7 @@ class Settings:
             upload_queue=environ.get("LS4_UPLOAD_QUEUE", cls.upload_queue),
             mapfile_queue=environ.get("LS4_MAPFILE_QUEUE", cls.mapfile_queue),
             reconcile_hour=int(environ.get("LS4_RECONCILE_HOUR", cls.reconcile_hour)),
+            maintenance_delete=environ.get("LS4_MAINTENANCE_DELETE", "false").strip().lower() == "true",
         )
 
     def public_link(self, key: str) -> str:
