@@ -34,6 +34,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -42,7 +43,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from ls4_ops.layout import BAND_PREFIXES, COMPILED_INDEX_KEY, MAPFILE_EXTENSION, MAPFILE_PREFIX, \
-    QUARANTINE_PREFIX, WORK_PREFIX, LayoutError, is_collection_output, is_folder_marker, is_output_key, \
+    MAX_IDENTIFIER_LENGTH, QUARANTINE_PREFIX, WORK_PREFIX, LayoutError, is_collection_output, is_folder_marker, is_output_key, \
     parse_key, published_collection, quarantine_key, validate_identifier, work_collection
 from ls4_ops.plan import S3Object
 from ls4_ops.registry import BucketSurvey, survey
@@ -74,6 +75,8 @@ ORPHAN_COG = "COG without its georef upload"
 SCAN_NOT_PUBLIC = "scan not public"
 # Findings nobody needs to act on: maintenance deals with them itself.
 QUIET = frozenset({ORPHAN_INTERMEDIATE})
+# Findings of one kind in one collection notified one by one; more make one notice.
+NOTIFIED_EACH = 10
 
 # What maintenance does about a finding.
 REPORT = "reported"
@@ -126,8 +129,36 @@ class Report:
             counts[finding.collection][finding.kind] += 1
         return {collection: dict(sorted(kinds.items())) for collection, kinds in sorted(counts.items())}
 
-    def to_notify(self) -> list[Finding]:
-        return [finding for finding in self.findings if finding.notify]
+    def outcome(self, finding: Finding) -> str:
+        """What became of a finding, in words."""
+        if finding.action == REPORT:
+            return "Nothing was changed"
+        done = {MOVE: f"moved to {finding.target}", MOVE_TABLE: f"moved to {QUARANTINE_SCHEMA}.{finding.target}",
+                }.get(finding.action, finding.action)
+        if self.dry_run:
+            return f"Dry run: it would be {done}"
+        if finding.key in self.failed:
+            return f"It could not be {done}: {self.failed[finding.key]}"
+        return f"It was {done}"
+
+    def notices(self) -> list[Finding]:
+        """What operators are told: each finding someone must act on, with its outcome; more than
+        :data:`NOTIFIED_EACH` of one kind in one collection (scans in a bucket without a
+        public policy, say) in one notice."""
+        groups: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+        for finding in self.findings:
+            if finding.notify:
+                groups[finding.collection, finding.kind].append(finding)
+        notices = []
+        for (collection, kind), findings in sorted(groups.items()):
+            if len(findings) <= NOTIFIED_EACH:
+                notices += [dataclasses.replace(f, reason=f"{f.reason}. {self.outcome(f)}") for f in findings]
+                continue
+            examples = ", ".join(f.key for f in findings[:3])
+            notices.append(Finding(kind, "", f"{len(findings)} of them in {collection or 'the bucket'}, e.g. "
+                                   f"{examples}: {findings[0].reason}. The maintenance run's log lists them all",
+                                   collection))
+        return notices
 
     def to_dict(self) -> dict:
         """JSON-able (for XCom and ``ls4 maintenance --json``)."""
@@ -219,17 +250,16 @@ def _published(inputs: Inputs, with_uploads: set[str], now: datetime, stamp: str
             continue
         parsed = published_collection(obj.key)
         if parsed is None:
-            findings.append(Finding(
-                NOT_A_MAPFILE, obj.key, f"only mapfiles ({MAPFILE_PREFIX}{{collection}}.map) and their preview "
-                f"pages belong in {MAPFILE_PREFIX}", action=DELETE if delete else MOVE,
-                target="" if delete else quarantine_key(obj.key, stamp), etag=obj.etag))
+            findings.append(_taken_out(obj, NOT_A_MAPFILE, f"only mapfiles ({MAPFILE_PREFIX}{{collection}}.map) "
+                                       f"and their preview pages belong in {MAPFILE_PREFIX}", BUCKET_WIDE,
+                                       stamp, delete))
         else:
             published[parsed[0]].append(obj)
     if not with_uploads and (published or inputs.catalog):
         # More likely a wrong bucket or endpoint than an archive emptied: take nothing out of service.
         return findings + [Finding(NO_UPLOADS, "", "the listing shows no georef upload at all, yet there are "
-                                   "mapfiles or tile index tables; nothing was quarantined: check LS4_BUCKET "
-                                   "and the S3 connection")]
+                                   "mapfiles or tile index tables, so none is taken out of service: check "
+                                   "LS4_BUCKET and the S3 connection")]
 
     for name in sorted(set(published) | set(inputs.catalog)):
         has_table, has_uploads = name in inputs.tables, name in with_uploads
@@ -248,27 +278,29 @@ def _published(inputs: Inputs, with_uploads: set[str], now: datetime, stamp: str
             continue
         if has_table and name in inputs.catalog:
             if not settled:
-                findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left; it changed "
-                                        f"in the last {IN_FLIGHT.seconds // 3600} hours, so it is left for the next "
-                                        "maintenance run", name))
+                findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left, but the "
+                                        f"table changed in the last {IN_FLIGHT.seconds // 3600} hours (a run may be "
+                                        "under way): the next maintenance run takes it out", name))
                 continue
-            findings.append(Finding(
-                ORPHAN_TABLE, name, f"its collection has no georef upload left (renamed or removed); "
-                + ("the table is dropped" if delete else f"the table goes to {QUARANTINE_SCHEMA}, where it "
-                   "can be moved back from"), name, DROP_TABLE if delete else MOVE_TABLE,
-                "" if delete else quarantine_table(name, stamp)))
+            findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left (its folder was "
+                                    "renamed or emptied), so nothing uses it", name,
+                                    DROP_TABLE if delete else MOVE_TABLE, "" if delete else quarantine_table(name, stamp)))
         elif has_table:
             continue  # a mapfile naming a table that ls4 does not catalogue: not ls4's to judge
-        findings += [Finding(ORPHAN_MAPFILE, obj.key, "its collection has no georef upload and no table left, "
-                             "so its WMS serves nothing", name, DELETE if delete else MOVE,
-                             "" if delete else quarantine_key(obj.key, stamp), obj.etag)
-                     for obj in published.get(name, [])]
+        findings += [_taken_out(obj, ORPHAN_MAPFILE, "its collection has no georef upload left, so its WMS "
+                                "serves nothing", name, stamp, delete) for obj in published.get(name, [])]
     return findings
+
+
+def _taken_out(obj: S3Object, kind: str, reason: str, collection: str, stamp: str, delete: bool) -> Finding:
+    """An object of ls4's own that goes to quarantine (or, with ``delete``, goes)."""
+    return Finding(kind, obj.key, reason, collection, DELETE if delete else MOVE,
+                   "" if delete else quarantine_key(obj.key, stamp), obj.etag)
 
 
 def quarantine_table(table: str, stamp: str) -> str:
     """The name a table gets in the quarantine schema: its own, stamped with the run."""
-    return validate_identifier(f"{table[:63 - len(stamp) - 1]}_{stamp}")
+    return validate_identifier(f"{table[:MAX_IDENTIFIER_LENGTH - len(stamp) - 1]}_{stamp}")
 
 
 # --- whether a scan is public ----------------------------------------------------------------
@@ -399,7 +431,7 @@ def run(s3_client, engine: Engine, settings: Settings, *, dry_run: bool = False,
         now: datetime | None = None) -> Report:
     """One maintenance run on ``settings.bucket`` and the tile-index database ``engine``:
     gather, decide, and (unless ``dry_run``) apply. Sends no notification (see
-    :meth:`Report.to_notify`)."""
+    :meth:`Report.notices`)."""
     now = now or datetime.now(timezone.utc)
     inputs = gather(s3_client, engine, settings.bucket)
     findings = decide(inputs, now=now, delete=settings.maintenance_delete)

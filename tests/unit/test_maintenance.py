@@ -300,3 +300,29 @@ def test_apply_copies_then_deletes_and_goes_on_past_a_failure():
                         ("delete", "ls4-work/c")]
     assert done.failed == {"mapfiles/a.map": "RuntimeError: precondition failed"}
     assert "[FAILED: RuntimeError: precondition failed]" in maintenance.summary(done)
+
+
+def test_each_notice_says_what_became_of_its_finding():
+    done = report()
+    done.failed["mapfiles/notes.txt"] = "ClientError: AccessDenied"
+    notices = {notice.key: notice for notice in done.notices()}
+    assert notices[GONE.mapfile_key].reason.endswith(
+        f"so its WMS serves nothing. It was moved to quarantine/{STAMP}/{GONE.mapfile_key}")
+    assert notices[GONE.table].reason.endswith(
+        f"It was moved to {maintenance.QUARANTINE_SCHEMA}.{GONE.table}_{STAMP}")
+    assert notices["mapfiles/notes.txt"].reason.endswith(
+        f"It could not be moved to quarantine/{STAMP}/mapfiles/notes.txt: ClientError: AccessDenied")
+    assert notices[LAYOUT_VIOLATIONS[0]].reason.endswith("or remove it. Nothing was changed")
+    dry = {notice.key: notice for notice in report(dry_run=True).notices()}
+    assert dry[GONE.mapfile_key].reason.endswith(f"Dry run: it would be moved to quarantine/{STAMP}/{GONE.mapfile_key}")
+
+
+def test_many_findings_of_a_kind_in_a_collection_make_one_notice_and_quiet_ones_none():
+    scans = [GOOD.prefix("scanned") + f"19600101_2-{i}.tif" for i in range(maintenance.NOTIFIED_EACH + 1)]
+    old = obj(GOOD.work_key("19600101_1-1", "abc", "compressed.tif"), when=LONG_AGO)
+    given = inputs(old, *map(obj, scans), public={scan: False for scan in scans})
+    notices = Report(NOW, False, {}, decide(given, now=NOW)).notices()
+    assert [(n.kind, n.key, n.collection) for n in notices] == [(maintenance.SCAN_NOT_PUBLIC, "", GOOD.name)]
+    assert notices[0].reason.startswith(f"{len(scans)} of them in {GOOD.name}, e.g. {scans[0]}, ")
+    few = inputs(*map(obj, scans[:2]), public={scan: False for scan in scans[:2]})
+    assert [n.key for n in Report(NOW, False, {}, decide(few, now=NOW)).notices()] == scans[:2]

@@ -50,7 +50,7 @@ class MaintenanceOperator(Ls4Operator):
         report = maintenance.run(self.s3.get_conn(), self.postgis, settings, dry_run=dry_run)
         self.log.info("%s", maintenance.summary(report))
         if not dry_run:
-            for finding in report.to_notify():
+            for finding in report.notices():
                 send(finding.kind, finding.reason, key=finding.key, collection=finding.collection,
                      source=f"{self.dag_id}.{self.task_id}")
         if report.failed:
