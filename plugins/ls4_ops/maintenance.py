@@ -5,13 +5,12 @@ PostGIS table and every table its mapfile, and dropped tables and deleted
 objects on sight. This one decides from one listing of the bucket and one
 look at the database, and takes out of service only what is ls4's own:
 
-* a mapfile or preview page of a collection that has no georef upload and no
-  table, and any other object in ``mapfiles/``, is moved to
+* the mapfile and preview page of a collection that has no georef upload
+  left, and any other object in ``mapfiles/``, are moved to
   ``quarantine/{run}/`` (copied, then the original deleted);
-* a collection table whose collection has no georef upload left is moved
-  into the schema ``ls4_quarantine`` under a stamped name, with its mapfile
-  and preview page; it is dropped (and they deleted) only where
-  ``LS4_MAINTENANCE_DELETE=true``;
+* the table of such a collection is moved into the schema ``ls4_quarantine``
+  under a stamped name;
+* with ``LS4_MAINTENANCE_DELETE=true`` those are removed for good instead;
 * intermediates under ``ls4-work/`` older than :data:`WORK_KEPT` are deleted:
   only the frame tasks write there, each is made again from its upload, and
   a run that completes deletes its own, so what is left is from failed runs.
@@ -29,12 +28,12 @@ band prefix is ever moved or deleted here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -43,8 +42,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from ls4_ops.layout import BAND_PREFIXES, COMPILED_INDEX_KEY, MAPFILE_EXTENSION, MAPFILE_PREFIX, \
-    MAX_IDENTIFIER_LENGTH, QUARANTINE_PREFIX, WORK_PREFIX, LayoutError, is_collection_output, is_folder_marker, is_output_key, \
-    parse_key, published_collection, quarantine_key, validate_identifier, work_collection
+    MAX_IDENTIFIER_LENGTH, QUARANTINE_PREFIX, WORK_PREFIX, LayoutError, is_collection_output, is_folder_marker, \
+    is_output_key, parse_key, published_collection, quarantine_key, validate_identifier, work_collection
 from ls4_ops.plan import S3Object
 from ls4_ops.registry import BucketSurvey, survey
 from ls4_ops.settings import Settings
@@ -133,8 +132,10 @@ class Report:
         """What became of a finding, in words."""
         if finding.action == REPORT:
             return "Nothing was changed"
-        done = {MOVE: f"moved to {finding.target}", MOVE_TABLE: f"moved to {QUARANTINE_SCHEMA}.{finding.target}",
-                }.get(finding.action, finding.action)
+        if finding.action == MOVE_TABLE:
+            done = f"moved to {QUARANTINE_SCHEMA}.{finding.target}"
+        else:
+            done = f"moved to {finding.target}" if finding.action == MOVE else finding.action
         if self.dry_run:
             return f"Dry run: it would be {done}"
         if finding.key in self.failed:
@@ -283,8 +284,8 @@ def _published(inputs: Inputs, with_uploads: set[str], now: datetime, stamp: str
                                         "under way): the next maintenance run takes it out", name))
                 continue
             findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left (its folder was "
-                                    "renamed or emptied), so nothing uses it", name,
-                                    DROP_TABLE if delete else MOVE_TABLE, "" if delete else quarantine_table(name, stamp)))
+                                    "renamed or emptied), so nothing uses it", name, DROP_TABLE if delete else
+                                    MOVE_TABLE, "" if delete else quarantine_table(name, stamp)))
         elif has_table:
             continue  # a mapfile naming a table that ls4 does not catalogue: not ls4's to judge
         findings += [_taken_out(obj, ORPHAN_MAPFILE, "its collection has no georef upload left, so its WMS "

@@ -289,15 +289,17 @@ class RecordingS3:
 
 
 def test_apply_copies_then_deletes_and_goes_on_past_a_failure():
-    findings = [Finding(maintenance.ORPHAN_MAPFILE, "mapfiles/a.map", "r", "a", maintenance.MOVE, "quarantine/s/mapfiles/a.map", "ea"),
-                Finding(maintenance.NOT_A_MAPFILE, "mapfiles/b.txt", "r", "", maintenance.MOVE, "quarantine/s/mapfiles/b.txt", "eb"),
+    findings = [Finding(maintenance.ORPHAN_MAPFILE, "mapfiles/a.map", "r", "a", maintenance.MOVE,
+                        "quarantine/s/mapfiles/a.map", "ea"),
+                Finding(maintenance.NOT_A_MAPFILE, "mapfiles/b.txt", "r", "", maintenance.MOVE,
+                        "quarantine/s/mapfiles/b.txt", "eb"),
                 Finding(maintenance.ORPHAN_INTERMEDIATE, "ls4-work/c", "r", "", maintenance.DELETE),
                 Finding(maintenance.OUTSIDE_LAYOUT, "nc/x.tif", "r")]
     done = Report(NOW, False, {}, findings)
     s3 = RecordingS3(fail_key="mapfiles/a.map")
     maintenance.apply(done, s3, engine=None, bucket=BUCKET)
-    assert s3.calls == [("copy", "mapfiles/b.txt", "quarantine/s/mapfiles/b.txt", '"eb"'), ("delete", "mapfiles/b.txt"),
-                        ("delete", "ls4-work/c")]
+    assert s3.calls == [("copy", "mapfiles/b.txt", "quarantine/s/mapfiles/b.txt", '"eb"'),
+                        ("delete", "mapfiles/b.txt"), ("delete", "ls4-work/c")]
     assert done.failed == {"mapfiles/a.map": "RuntimeError: precondition failed"}
     assert "[FAILED: RuntimeError: precondition failed]" in maintenance.summary(done)
 
