@@ -31,7 +31,7 @@ from ls4_ops.operators import (
     WmsServedOperator,
 )
 from ls4_ops.operators.assets import TILE_INDEXES, collection_asset
-from ls4_ops.operators.collection import INDEX_WORK_XCOM
+from ls4_ops.operators.collection import INDEX_WORK_XCOM, REPORT_TASK_ID, UNPROCESSED_XCOM
 from ls4_ops.operators.dags import daily
 from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.preview import preview_url
@@ -141,7 +141,8 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
         page = PublishPreviewOperator(task_id="preview", published=publish.output, **common)
         # A leaf beside the publishing chain: the run fails when a frame failed
         # or when publishing failed, and operators see which in the grid.
-        report = ReportRunOperator(task_id="report", planned=plan.output, trigger_rule="all_done", **common)
+        report = ReportRunOperator(task_id=REPORT_TASK_ID, planned=plan.output,
+                                   unprocessed=plan.output[UNPROCESSED_XCOM], trigger_rule="all_done", **common)
         wait >> plan >> frames >> frames_done >> index >> overview >> publish >> [served, page]
         frames >> report
     return dag

@@ -1,7 +1,8 @@
 """The local S3 API: moto's server, with its buckets kept on disk across restarts.
 
-It serves SQS too, and sends the bucket's event notifications to its queues
-(queues and messages are not kept: the stack makes the queues at each start).
+It serves SQS and SNS too, and sends the bucket's event notifications to its
+queues (queues, topics and messages are not kept: the stack makes them at
+each start).
 
 moto keeps everything in memory, so stopping it used to empty the local
 bucket while PostGIS and Airflow kept their state: the index then pointed
@@ -31,11 +32,12 @@ SAVE_AFTER_S = 2.0
 CHANGES = {"PUT", "POST", "DELETE"}
 
 
-def is_sqs(environ) -> bool:
-    """An SQS call (all are POSTs): not a change to the buckets, and a 20 s long poll
-    must not hold the lock S3 writes wait on. Told by its signature's service name or
-    its JSON protocol target (presigned S3 requests carry no Authorization header)."""
-    return ("/sqs/aws4_request" in environ.get("HTTP_AUTHORIZATION", "")
+def is_sqs_or_sns(environ) -> bool:
+    """An SQS or SNS call (all are POSTs): not a change to the buckets, and a 20 s long
+    poll must not hold the lock S3 writes wait on. Told by its signature's service name
+    or its JSON protocol target (presigned S3 requests carry no Authorization header)."""
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    return ("/sqs/aws4_request" in authorization or "/sns/aws4_request" in authorization
             or environ.get("HTTP_X_AMZ_TARGET", "").startswith("AmazonSQS"))
 
 
@@ -74,7 +76,7 @@ class PersistentBuckets:
 
     def wrap(self, app):
         def application(environ, start_response):
-            if environ.get("REQUEST_METHOD") not in CHANGES or is_sqs(environ):
+            if environ.get("REQUEST_METHOD") not in CHANGES or is_sqs_or_sns(environ):
                 return app(environ, start_response)
             with self.lock:
                 # The body is produced here, inside the lock: the change is complete when saved.

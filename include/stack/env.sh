@@ -37,6 +37,11 @@ export LS4_S3_ENDPOINT LS4_BUCKET LS4_S3_ACCESS_KEY LS4_S3_SECRET_KEY \
 : "${LS4_MAPFILE_QUEUE=${LS4_S3_ENDPOINT%/}/123456789012/ls4-mapfiles}"
 export LS4_UPLOAD_QUEUE LS4_MAPFILE_QUEUE
 
+# --- Notifications: an SNS topic (locally the S3 emulator's own), besides
+# LS4_NOTIFY below. Set LS4_SNS_TOPIC_ARN= (empty) to publish to none.
+: "${LS4_SNS_TOPIC_ARN=arn:aws:sns:$LS4_S3_REGION:123456789012:ls4-notifications}"
+export LS4_SNS_TOPIC_ARN
+
 # --- PostGIS ------------------------------------------------------------------
 : "${LS4_PG_HOST:=127.0.0.1}"
 : "${LS4_PG_PORT:=5433}"
@@ -62,6 +67,8 @@ export LS4_WMS_PORT LS4_WMS_URL LS4_MAPFILE_DIR LS4_PG_SERVICE
 : "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS:=True}"
 : "${AIRFLOW__API__HOST:=127.0.0.1}"
 : "${AIRFLOW__API__PORT:=$LS4_AIRFLOW_PORT}"
+# The links in notifications (a task's page and log) start here.
+: "${AIRFLOW__API__BASE_URL:=http://127.0.0.1:$LS4_AIRFLOW_PORT/}"
 # Task workers reach the API server here. Airflow's default is
 # http://localhost:8080/execution/ whatever [api] port says, so a stack on
 # another port would send its tasks to someone else's API server.
@@ -77,7 +84,7 @@ export LS4_WMS_PORT LS4_WMS_URL LS4_MAPFILE_DIR LS4_PG_SERVICE
 export LS4_AIRFLOW_PORT AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER \
     AIRFLOW__CORE__PLUGINS_FOLDER AIRFLOW__CORE__LOAD_EXAMPLES \
     AIRFLOW__CORE__PARALLELISM AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS \
-    AIRFLOW__API__HOST AIRFLOW__API__PORT AIRFLOW__CORE__EXECUTION_API_SERVER_URL \
+    AIRFLOW__API__HOST AIRFLOW__API__PORT AIRFLOW__API__BASE_URL AIRFLOW__CORE__EXECUTION_API_SERVER_URL \
     AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT \
     AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL \
     AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL LS4_REGISTRY LS4_NOTIFY

@@ -21,7 +21,7 @@ SERVICES=(s3 postgis mapserver mapsync airflow)
 RUN_DIR="$LS4_STATE_DIR/run"
 LOG_DIR="$LS4_STATE_DIR/log"
 PG_BIN=/usr/lib/postgresql/15/bin
-MS_DIR="$LS4_STATE_DIR/mapserver"
+MS_LINK="$LS4_STATE_DIR/mapserver"
 MAPSERV=/usr/lib/cgi-bin/mapserv
 MS_USER=www-data   # lighttpd drops to this user when started as root
 
@@ -129,6 +129,7 @@ start_one() {
     wait_ready "$svc"
     if defined "${svc}_post"; then "${svc}_post" || fail "$svc" "post-start step failed"; fi
     say "$svc" "started (pid $(cat "$(pid_file "$svc")"), log $(log_file "$svc"))"
+    STARTED_HERE+=("$svc")
 }
 
 stop_one() {
@@ -184,7 +185,7 @@ from ls4_ops.events import notification_configuration, queue_arn
 e = os.environ
 client = dict(endpoint_url=e["LS4_S3_ENDPOINT"], region_name=e["LS4_S3_REGION"],
               aws_access_key_id=e["LS4_S3_ACCESS_KEY"], aws_secret_access_key=e["LS4_S3_SECRET_KEY"])
-s3, sqs = boto3.client("s3", **client), boto3.client("sqs", **client)
+s3, sqs, sns = (boto3.client(service, **client) for service in ("s3", "sqs", "sns"))
 bucket = e["LS4_BUCKET"]
 try:
     s3.head_bucket(Bucket=bucket)
@@ -202,6 +203,16 @@ arns = [queue_arn(url, e["LS4_S3_REGION"]) if url else None for url in queues]
 s3.put_bucket_notification_configuration(
     Bucket=bucket, NotificationConfiguration=notification_configuration(*arns) if arns[0] else {})
 print("bucket events:", ", ".join(filter(None, queues)) or "none (discovery polls the bucket)")
+# The notifications topic, and a queue of the same name subscribed to it: what
+# was published can be read back locally (tests, or an operator without e-mail).
+topic = e.get("LS4_SNS_TOPIC_ARN", "")
+if topic:
+    name = topic.rsplit(":", 1)[1]
+    arn = sns.create_topic(Name=name)["TopicArn"]
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue)
+    print("notifications topic:", arn, "read back from queue", url)
 ' >>"$(log_file s3)" 2>&1
 }
 
@@ -278,34 +289,75 @@ postgis_stop() { as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/de
 # It also serves the collections' preview pages at /preview/NAME.html (the
 # sync puts them beside the mapfiles) and the Leaflet they load at
 # /vendor/leaflet/ (install.sh vendors it into the venv).
+#
+# Started as root, lighttpd drops to $MS_USER, who must reach all of that.
+# Where it can't (a clone under /root, 0700), MapServer's files live in
+# /var/tmp/ls4-mapserver/<hash of the state dir> instead and
+# $LS4_STATE_DIR/mapserver is a symlink to it, as PostGIS does with pg/:
+# everything there is made again at start (the sync fetches the mapfiles).
 LEAFLET_DIR="$LS4_VENV/vendor/leaflet"
 # shellcheck disable=SC2001
 regex_quote() { sed 's/[][\.^$*+?(){}|]/\\&/g' <<<"$1"; }
 
+set_ms_dirs() {
+    MS_DIR="$(readlink -m "$MS_LINK")"
+    MAPFILE_DIR="$(readlink -m "$LS4_MAPFILE_DIR")"
+    MS_LOG="$(log_file mapserver)"
+    if [ -L "$MS_LINK" ]; then MS_LOG="$MS_DIR/mapserver.log"; fi
+}
+set_ms_dirs
+
+ms_user_reaches() { (cd / && runuser -u "$MS_USER" -- test -x "$1"); }
+
+relocate_mapserver() {
+    local alt
+    alt="/var/tmp/ls4-mapserver/$(printf %s "$LS4_STATE_DIR" | md5sum | cut -c1-12)"
+    if [ ! -L "$MS_LINK" ]; then
+        rm -rf "$MS_LINK" "$alt"
+        ln -s "$alt" "$MS_LINK"
+        echo "$MS_USER cannot reach $LS4_STATE_DIR: MapServer's files in $alt" >>"$(log_file mapserver)"
+    fi
+    install -d -m 0755 "$alt"
+    set_ms_dirs
+    # The stack's log folder keeps the name: it leads to the log lighttpd can open.
+    touch "$MS_LOG"
+    ln -sfn "$MS_LOG" "$(log_file mapserver)"
+}
+
 mapserver_prepare() {
-    local d
-    for d in "$LS4_MAPFILE_DIR" "$MS_DIR" "$LEAFLET_DIR"; do
+    local d owner=""
+    [ "$(id -u)" = 0 ] && owner="$MS_USER"
+    chmod o+x "$LS4_STATE_DIR"
+    if [ -n "$owner" ] && { [ -L "$MS_LINK" ] || ! ms_user_reaches "$LS4_STATE_DIR"; }; then
+        relocate_mapserver
+    fi
+    mkdir -p "$LS4_MAPFILE_DIR" "$MS_DIR/www" "$MS_DIR/sock" "$MS_DIR/tmp"
+    set_ms_dirs
+    if [ -n "$owner" ] && ! ms_user_reaches "$MAPFILE_DIR"; then
+        die "mapserver: user $MS_USER cannot reach LS4_MAPFILE_DIR=$LS4_MAPFILE_DIR: choose a folder it can"
+    fi
+    for d in "$MAPFILE_DIR" "$MS_DIR"; do
         [[ "$d" =~ ^[A-Za-z0-9_./-]+$ ]] || die "mapserver: unsupported characters in path $d"
     done
     [ -s "$LEAFLET_DIR/dist/leaflet.js" ] || die "mapserver: no Leaflet in $LEAFLET_DIR: run include/stack/install.sh"
-    mkdir -p "$LS4_MAPFILE_DIR" "$MS_DIR/www" "$MS_DIR/sock" "$MS_DIR/tmp"
+    # A copy beside the configuration: the venv may be out of $MS_USER's reach too.
+    rm -rf "$MS_DIR/leaflet"
+    cp -r "$LEAFLET_DIR/dist" "$MS_DIR/leaflet"
     # The GetFeatureInfo text/html templates, which mapfiles name relative to
     # themselves; in a folder of their own, where the sync (top-level files
     # only) and /preview/ do not reach.
-    install -d "$LS4_MAPFILE_DIR/templates"
-    install -m 0644 "$LS4_ROOT"/include/mapserver/*.html "$LS4_MAPFILE_DIR/templates/"
-    local owner=""
-    [ "$(id -u)" = 0 ] && owner="$MS_USER"
+    install -d "$MAPFILE_DIR/templates"
+    install -m 0644 "$LS4_ROOT"/include/mapserver/*.html "$MAPFILE_DIR/templates/"
     write_mapserver_conf
     write_pg_service
     write_lighttpd_conf "$owner"
-    touch "$(log_file mapserver)"
+    touch "$MS_LOG"
     if [ -n "$owner" ]; then
         # lighttpd opens its error log after dropping privileges
-        chown "$owner:" "$MS_DIR/pg_service.conf" "$(log_file mapserver)" "$MS_DIR/sock" "$MS_DIR/tmp"
+        chown "$owner:" "$MS_DIR/pg_service.conf" "$MS_LOG" "$MS_DIR/sock" "$MS_DIR/tmp"
         chgrp "$owner" "$MS_DIR/mapserver.conf"
     fi
-    lighttpd -tt -f "$MS_DIR/lighttpd.conf" >>"$(log_file mapserver)" 2>&1 \
+    lighttpd -tt -f "$MS_DIR/lighttpd.conf" >>"$MS_LOG" 2>&1 \
         || fail mapserver "lighttpd rejects $MS_DIR/lighttpd.conf"
 }
 
@@ -314,7 +366,7 @@ write_mapserver_conf() {
 # Generated by include/stack/stack.sh; edits are lost on the next start.
 CONFIG
   ENV
-    MS_MAP_PATTERN "^$(regex_quote "${LS4_MAPFILE_DIR%/}")/[a-z0-9_]+\\.map\$"
+    MS_MAP_PATTERN "^$(regex_quote "${MAPFILE_DIR%/}")/[a-z0-9_]+\\.map\$"
     # stderr reaches lighttpd's error log at once; a file would sit in a
     # 4 KB stdio buffer of a long-lived FastCGI process.
     MS_ERRORFILE "stderr"
@@ -356,20 +408,20 @@ server.bind = "127.0.0.1"
 server.port = $LS4_WMS_PORT
 server.document-root = "$MS_DIR/www"
 server.pid-file = "$MS_DIR/lighttpd.pid"
-server.errorlog = "$(log_file mapserver)"
+server.errorlog = "$MS_LOG"
 server.upload-dirs = ( "$MS_DIR/tmp" )
 $user_lines
 
 # /wms?... and /wms/?... with map=/mapfiles/NAME.map (also %2F-encoded, any
-# case of "map") -> map=$LS4_MAPFILE_DIR/NAME.map
+# case of "map") -> map=$MAPFILE_DIR/NAME.map
 url.rewrite-once = (
   "^/wms/?\?(.*&)?((?i)map)=(?:/|%2[Ff])mapfiles(?:/|%2[Ff])([a-z0-9_]+)\.map(&.*)?\$"
-    => "/wms/?\$1\$2=$LS4_MAPFILE_DIR/\$3.map\$4",
+    => "/wms/?\$1\$2=$MAPFILE_DIR/\$3.map\$4",
   "^/wms(\?.*)?\$" => "/wms/\$1",
 )
 
 # Preview pages: only NAME.html under /preview/, never a mapfile or a template.
-alias.url = ( "/preview/" => "$LS4_MAPFILE_DIR/", "/vendor/leaflet/" => "$LEAFLET_DIR/dist/" )
+alias.url = ( "/preview/" => "$MAPFILE_DIR/", "/vendor/leaflet/" => "$MS_DIR/leaflet/" )
 \$HTTP["url"] =~ "^/preview/" {
   \$HTTP["url"] !~ "^/preview/[a-z0-9_]+\\.html\$" { url.access-deny = ( "" ) }
 }
@@ -443,10 +495,25 @@ sys.exit(0 if (h.get("scheduler") or {}).get("status") == "healthy" else 1)'
 # --------------------------------------------------------------- main -------
 known() { local s; for s in "${SERVICES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
+# A start that fails stops the services it started itself (not those that
+# were running already): nothing is left holding ports for the next try.
+STARTED_HERE=()
+undo_start() {
+    local rc=$?
+    set +e
+    if [ "$rc" -ne 0 ] && [ ${#STARTED_HERE[@]} -gt 0 ]; then
+        printf 'stack: start failed; stopping what it started: %s\n' "${STARTED_HERE[*]}" >&2
+        stop_all "${STARTED_HERE[@]}" >&2
+    fi
+    exit "$rc"
+}
+
 start_all() {
     local s
     mkdir -p "$RUN_DIR" "$LOG_DIR"
+    trap undo_start EXIT
     for s in "$@"; do start_one "$s"; done
+    trap - EXIT
 }
 stop_all() { local i; for ((i = $#; i >= 1; i--)); do stop_one "${!i}"; done; }
 

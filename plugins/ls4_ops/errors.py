@@ -11,3 +11,8 @@ class BadUpload(ValueError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+
+class UploadsUnprocessed(RuntimeError):
+    """A run left uploads unprocessed. Each one's own notice said why when it was met, so
+    the run's failure is not a problem to tell again."""

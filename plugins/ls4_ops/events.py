@@ -25,28 +25,37 @@ class BucketChanges:
     created: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # message bodies that are no S3 notification
+    etags: dict[str, str] = field(default_factory=dict)  # of the created keys, where the event gave one
 
-    def add(self, event_name: str, key: str) -> None:
+    def add(self, event_name: str, key: str, etag: str = "") -> None:
         # A key created after it was removed (or the reverse) counts as its last event.
         for keys in (self.created, self.removed):
             if key in keys:
                 keys.remove(key)
-        (self.removed if event_name.startswith("ObjectRemoved") else self.created).append(key)
+        self.etags.pop(key, None)
+        if event_name.startswith("ObjectRemoved"):
+            self.removed.append(key)
+        else:
+            self.created.append(key)
+            if etag:
+                self.etags[key] = etag
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"created": self.created, "removed": self.removed}
+    def to_dict(self) -> dict:
+        return {"created": self.created, "removed": self.removed, "etags": self.etags}
 
     def merge(self, other: dict) -> None:
         """Add the changes of a later ``to_dict()``."""
+        etags = other.get("etags", {})
         for key in other.get("created", []):
-            self.add("ObjectCreated", key)
+            self.add("ObjectCreated", key, etags.get(key, ""))
         for key in other.get("removed", []):
             self.add("ObjectRemoved", key)
 
     def uploads(self) -> "BucketChanges":
         """The changes made by people: without ls4's own outputs under ``cog/``."""
-        return BucketChanges([key for key in self.created if not is_output_key(key)],
-                             [key for key in self.removed if not is_output_key(key)])
+        created = [key for key in self.created if not is_output_key(key)]
+        return BucketChanges(created, [key for key in self.removed if not is_output_key(key)],
+                             etags={key: self.etags[key] for key in created if key in self.etags})
 
     def __bool__(self) -> bool:
         return bool(self.created or self.removed)
@@ -66,7 +75,8 @@ def changes_in(bodies: Iterable[str], bucket: str) -> BucketChanges:
                 s3 = record["s3"]
                 if s3["bucket"]["name"] == bucket:
                     # S3 sends keys URL-encoded, spaces as "+".
-                    changes.add(record["eventName"], unquote_plus(s3["object"]["key"]))
+                    changes.add(record["eventName"], unquote_plus(s3["object"]["key"]),
+                                s3["object"].get("eTag", "").strip('"'))
         except (ValueError, KeyError, TypeError, AttributeError):
             changes.unreadable.append(body[:200])
     return changes

@@ -13,18 +13,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ls4_ops.layout import Collection
-from ls4_ops.tileindex import CATALOG_SCHEMA, DDL_LOCK
+from ls4_ops.tileindex import CATALOG_SCHEMA, create_once
 
 TABLE = f"{CATALOG_SCHEMA}.upload_failures"
 
 
 def record(connection: Connection, key: str, etag: str, reason: str) -> None:
     """Remember that version ``etag`` of upload ``key`` cannot be processed, and why."""
-    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": DDL_LOCK})
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
-        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, etag text NOT NULL, "
-                                "reason text NOT NULL, failed timestamptz NOT NULL DEFAULT now())"))
+    create_once(connection, TABLE, "key text PRIMARY KEY, etag text NOT NULL, reason text NOT NULL, "
+                                   "failed timestamptz NOT NULL DEFAULT now()")
     connection.execute(text(
         f"INSERT INTO {TABLE} (key, etag, reason) VALUES (:key, :etag, :reason) ON CONFLICT (key) DO UPDATE "
         "SET etag = EXCLUDED.etag, reason = EXCLUDED.reason, failed = now()"),
@@ -35,6 +32,14 @@ def forget(connection: Connection, key: str) -> None:
     """The upload was processed: whatever failed before is history."""
     if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is not None:
         connection.execute(text(f"DELETE FROM {TABLE} WHERE key = :key"), {"key": key})
+
+
+def reasons(connection: Connection, keys: list[str]) -> dict[str, str]:
+    """Why each of ``keys`` that failed could not be processed."""
+    if not keys or connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+        return {}
+    return dict(connection.execute(text(f"SELECT key, reason FROM {TABLE} WHERE key = ANY(:keys)"),
+                                   {"keys": keys}).all())
 
 
 def failed(connection: Connection, collection: Collection) -> dict[str, str]:

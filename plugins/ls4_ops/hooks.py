@@ -6,12 +6,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 # boto3's own threshold for multipart uploads.
 SINGLE_PUT_MAX_BYTES = 8 * 2**20
@@ -91,3 +95,11 @@ class Ls4S3Hook(S3Hook):
             for key, name in keys.items():
                 client.download_file(bucket_name, key, os.path.join(directory, name))
             yield directory
+
+
+def postgis_engine(conn_id: str) -> Engine:
+    """The tile-index database through the postgres provider's hook (imported here: it pulls
+    in psycopg and the SQL provider, which no DAG file needs at parse time)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_sqlalchemy_engine()

@@ -248,6 +248,14 @@ def parse_key(key: str) -> UploadKey:
     return UploadKey(key=key, collection=collection, stage=stage, filename=filename)
 
 
+def collection_of(key: str) -> str:
+    """The name of the collection ``key`` belongs to; empty when it fits no collection."""
+    try:
+        return parse_key(key).collection.name
+    except LayoutError:
+        return ""
+
+
 def overview_zoom(overview_key: str) -> int:
     """The zoom level of the grid an overview (``Collection.overview_key``) lies on."""
     return int(overview_key.rsplit("_z", 1)[1].removesuffix(OUTPUT_EXTENSION))

@@ -1,8 +1,16 @@
-"""Failure notifications: what happened, to which key, and what to do.
+"""Notifications: what happened, to which key, and what to do; each problem told once.
 
-The channel is chosen by a URL-like setting (``LS4_NOTIFY``):
-``log`` (the worker's log only) or ``file:/path/notifications.jsonl``
-(one JSON object a line, for the local stack and tests).
+Channels: ``LS4_NOTIFY`` names the local one, ``log`` (the worker's log only)
+or ``file:/path/notifications.jsonl`` (one JSON object a line, for the local
+stack and tests); ``LS4_SNS_TOPIC_ARN`` adds an SNS topic (published through
+the amazon provider, in ``operators/notifications.py``). A channel that fails
+is logged and skipped: telling someone never fails the pipeline.
+
+A problem is identified by its subject and key and the version of the object
+it is about (the upload's ETag); a problem with no key, a task of a run out
+of retries, by its task and run. :func:`unsent` keeps the identities sent in
+PostGIS, so the same problem is not sent again by a later run, a retry or
+another task that meets it.
 """
 
 from __future__ import annotations
@@ -12,9 +20,16 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Iterable, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ls4_ops.tileindex import CATALOG_SCHEMA, create_once
 
 log = logging.getLogger(__name__)
+
+SENT = f"{CATALOG_SCHEMA}.notices_sent"
 
 
 @dataclass(frozen=True)
@@ -23,13 +38,35 @@ class Notification:
     reason: str
     key: str = ""
     collection: str = ""
-    source: str = ""  # e.g. dag_id.task_id
+    source: str = ""  # dag_id.task_id
+    etag: str = ""  # of the object the problem is about
+    run_id: str = ""
+    run_url: str = ""  # the task's page (and log) in Airflow
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """What makes two notifications the same problem."""
+        if self.key:
+            return self.subject, self.key, self.etag
+        return self.subject, self.source, self.run_id
 
     @property
     def text(self) -> str:
         where = f" ({self.key})" if self.key else ""
         return f"[ls4] {self.subject}{where}: {self.reason}"
+
+    @property
+    def message(self) -> str:
+        """The whole notice, for a channel that shows plain text (an e-mail through SNS)."""
+        lines = [self.text, ""]
+        lines += [f"{label}: {value}" for label, value in (
+            ("Key", self.key), ("Collection", self.collection), ("Reason", self.reason),
+            ("Airflow", self.run_url), ("Task", self.source), ("Time", self.time)) if value]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"text": self.text}
 
 
 class Notifier(Protocol):
@@ -38,7 +75,7 @@ class Notifier(Protocol):
 
 class LogNotifier:
     def send(self, notification: Notification) -> None:
-        log.warning("%s", notification.text)
+        log.warning("%s%s", notification.text, f" ({notification.run_url})" if notification.run_url else "")
 
 
 class FileNotifier:
@@ -48,7 +85,7 @@ class FileNotifier:
     def send(self, notification: Notification) -> None:
         LogNotifier().send(notification)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        line = json.dumps(asdict(notification) | {"text": notification.text}) + "\n"
+        line = json.dumps(notification.to_dict()) + "\n"
         # One write on an O_APPEND descriptor: concurrent workers never interleave lines.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -63,3 +100,39 @@ def notifier_from_setting(setting: str) -> Notifier:
     if setting.startswith("file:"):
         return FileNotifier(setting[len("file:"):])
     raise ValueError(f"LS4_NOTIFY={setting!r}: expected 'log' or 'file:/path'")
+
+
+def unsent(connection: Connection, notifications: Iterable[Notification]) -> list[Notification]:
+    """The notifications whose problem was not sent before, now recorded as sent (in the
+    caller's transaction: two tasks meeting the same problem at once send it once)."""
+    pending: dict[tuple[str, str, str], Notification] = {}
+    for notification in notifications:
+        pending.setdefault(notification.identity, notification)
+    if not pending:
+        return []
+    create_once(connection, SENT, "subject text NOT NULL, key text NOT NULL, version text NOT NULL, "
+                                  "sent timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (subject, key, version)")
+    identities = list(pending)
+    claimed = connection.execute(text(
+        f"INSERT INTO {SENT} (subject, key, version) "
+        "SELECT * FROM unnest(CAST(:subjects AS text[]), CAST(:keys AS text[]), CAST(:versions AS text[])) "
+        "ON CONFLICT DO NOTHING RETURNING subject, key, version"),
+        {"subjects": [i[0] for i in identities], "keys": [i[1] for i in identities],
+         "versions": [i[2] for i in identities]}).all()
+    new = {tuple(row) for row in claimed}
+    return [notification for identity, notification in pending.items() if identity in new]
+
+
+def deliver(notifications: Iterable[Notification], channels: Iterable[Notifier]) -> int:
+    """Send each notification on every channel; a channel that fails is logged, not raised.
+    Returns how many sends failed."""
+    channels = list(channels)
+    failed = 0
+    for notification in notifications:
+        for channel in channels:
+            try:
+                channel.send(notification)
+            except Exception:  # noqa: BLE001 - a channel that is down must not fail the pipeline
+                failed += 1
+                log.exception("could not send %r through %s", notification.text, type(channel).__name__)
+    return failed

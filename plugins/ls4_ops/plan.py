@@ -28,6 +28,7 @@ from ls4_ops.tileindex import IndexedCog, scan_link
 
 SOURCE_ETAG_METADATA = "ls4-source-etag"
 SOURCE_KEY_METADATA = "ls4-source-key"
+NOT_PROCESSED = "upload not processed"
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,16 @@ class Notice:
     subject: str
     reason: str
     key: str
+    etag: str = ""  # of the object it is about: the same notice for another version is news
+
+
+OUTSIDE_LAYOUT = "upload outside the bucket layout"
+
+
+def layout_notice(error: LayoutError, etag: str = "") -> Notice:
+    """An upload whose key does not fit the layout: discovery and the collection's run
+    both meet it, and say the same (so it is sent once)."""
+    return Notice(OUTSIDE_LAYOUT, error.reason + ": move it to the right folder", error.key, etag)
 
 
 @dataclass
@@ -136,7 +147,7 @@ class IndexWork:
 
     add: list[dict] = field(default_factory=list)  # current COGs without their row: plan items + "cog_etag"
     scan_links: dict[str, str] = field(default_factory=dict)  # COG key -> new dl_orig
-    remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "delete_cog"}
+    remove: list[dict] = field(default_factory=list)  # {"cog_key", "source_key", "source_etag", "delete_cog"}
     publish: bool = False  # the shapefile, the overview, the mapfile or the preview is behind the table
     published_index: int | None = None  # the generation the shapefile showed when planned
 
@@ -151,7 +162,7 @@ class IndexWork:
 class Plan:
     todo: list[dict]  # raster work: {"key", "etag", "cog_key", "scan"}
     up_to_date: list[str]
-    problems: list[tuple[str, str]]  # (key, what is wrong and what to do)
+    problems: list[Notice]  # uploads that cannot be processed: what is wrong and what to do
     # Uploads whose version failed already for a reason inside the file: left alone until they change.
     known_bad: list[str] = field(default_factory=list)
     # Keys a manual run asked for that cannot be processed, and why.
@@ -164,32 +175,40 @@ class Plan:
     def has_work(self) -> bool:
         return bool(self.todo or self.index)
 
+    def unprocessed(self) -> dict:
+        """What the run leaves unprocessed, for its report (JSON-able: it travels by XCom)."""
+        return {"problems": {notice.key: notice.reason for notice in self.problems}, "known_bad": self.known_bad}
 
-def uploads_by_cog(collection: Collection, georef: Iterable[S3Object]) -> tuple[dict[str, S3Object], list]:
-    """The upload each COG is made from, and (key, reason) for uploads that cannot be processed.
+
+def uploads_by_cog(collection: Collection, georef: Iterable[S3Object]) -> tuple[dict[str, S3Object], list[Notice]]:
+    """The upload each COG is made from, and a notice for each upload that cannot be processed.
 
     Of two uploads making the same COG (``a.tif`` and ``a.TIF``), the newer wins.
     """
     by_cog: dict[str, S3Object] = {}
-    problems: list[tuple[str, str]] = []
+    problems: list[Notice] = []
+
+    def problem(obj: S3Object, reason: str) -> None:
+        problems.append(Notice(NOT_PROCESSED, reason, obj.key, obj.etag))
+
     for obj in sorted(georef, key=lambda o: (o.last_modified is None, o.last_modified or 0, o.key)):
         if is_folder_marker(obj.key):
             continue
         try:
             upload = parse_key(obj.key)
         except LayoutError as error:
-            problems.append((obj.key, str(error)))
+            problems.append(layout_notice(error, obj.etag))
             continue
         if upload.collection != collection or upload.stage != "georef":
-            problems.append((obj.key, f"not a georef upload of {collection.name}"))
+            problem(obj, f"not a georef upload of {collection.name}")
             continue
         if obj.size == 0:
-            problems.append((obj.key, "the file is empty (0 bytes): upload it again"))
+            problem(obj, "the file is empty (0 bytes): upload it again")
             continue
         if upload.cog_key in by_cog:
-            older = by_cog[upload.cog_key].key
-            problems.append((older, f"{older} and {obj.key} both make {upload.cog_key}; the newer "
-                                    f"upload {obj.key} is used: rename or remove {older}"))
+            older = by_cog[upload.cog_key]
+            problem(older, f"{older.key} and {obj.key} both make {upload.cog_key}; the newer "
+                           f"upload {obj.key} is used: rename or remove {older.key}")
         by_cog[upload.cog_key] = obj
     return by_cog, problems
 
@@ -234,7 +253,7 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
 
     wanted = set(request.keys)
     usable = {obj.key for obj in uploads.values()}
-    reasons = dict(problems)
+    reasons = {notice.key: notice.reason for notice in problems}
     plan = Plan(todo=[], up_to_date=[], problems=problems, not_found=[
         (key, reasons.get(key, f"there is no such georef upload of {collection.name}"))
         for key in request.keys if key not in usable])
@@ -266,9 +285,7 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
     plan.make_public = [obj.key for obj in state.scanned.values() if is_new(obj)] + [
         obj.key for obj in uploads.values() if obj.key in planned and is_new(obj)]
     by_key = {obj.key: obj for obj in state.georef}
-    plan.notices += [Notice("upload not processed", reason, key) for key, reason in problems
-                     if is_new(by_key.get(key))]
-    plan.notices += _todo_notices(collection, plan.todo)
+    plan.notices += [notice for notice in problems if is_new(by_key.get(notice.key))]
     return plan
 
 
@@ -282,28 +299,72 @@ def _plan_removals(state: CollectionState, uploads: Mapping[str, S3Object], plan
             continue  # deleted since the listing
         if source.made_by_ls4 or cog_key in state.indexed:
             plan.index.remove.append({"cog_key": cog_key, "source_key": source.key,
-                                      "delete_cog": source.made_by_ls4})
+                                      "source_etag": source.etag, "delete_cog": source.made_by_ls4})
         if not source.made_by_ls4 and is_new(obj):
             plan.notices.append(Notice(
                 "object under cog/ not made by ls4", "it is not a COG ls4 wrote (no source upload in its "
                 "metadata), so it is not indexed, served or deleted; uploads go under georef/: move or "
-                "remove it", cog_key))
+                "remove it", cog_key, obj.etag))
     for cog_key in sorted(set(state.indexed) - set(uploads) - set(state.cogs)):
-        plan.index.remove.append({"cog_key": cog_key, "source_key": "", "delete_cog": False})
+        plan.index.remove.append({"cog_key": cog_key, "source_key": "",
+                                  "source_etag": state.indexed[cog_key].source_etag, "delete_cog": False})
 
 
-def _todo_notices(collection: Collection, todo: list[dict]) -> list[Notice]:
+@dataclass
+class RunReport:
+    """What a run did with its uploads: processed, and not processed with the reason."""
+
+    processed: list[dict]  # the plan's items whose current COG is in the index
+    not_processed: dict[str, str]  # key -> why (failed in this run, failed before, cannot be)
+
+    @property
+    def clean(self) -> bool:
+        return not self.not_processed
+
+    @property
+    def text(self) -> str:
+        done = f"{len(self.processed)} upload{'s' if len(self.processed) != 1 else ''} processed"
+        if self.clean:
+            return done
+        return (f"{done}; {len(self.not_processed)} left unprocessed: "
+                + "; ".join(f"{key}: {reason}" for key, reason in sorted(self.not_processed.items())))
+
+
+def report_run(planned: list[dict], indexed: Mapping[str, IndexedCog], unprocessed: Mapping,
+               reasons: Mapping[str, str]) -> RunReport:
+    """The run's outcome: which planned uploads have their current COG in the index, and why
+    each other upload is unprocessed. ``unprocessed``: :meth:`Plan.unprocessed`;
+    ``reasons``: the recorded failures of uploads (failures.reasons)."""
+    processed, not_processed = [], {}
+    for item in planned:
+        row = indexed.get(item["cog_key"])
+        if row is not None and row.source_etag == item["etag"]:
+            processed.append(item)
+        else:
+            not_processed[item["key"]] = reasons.get(item["key"], "its task failed: see the task log in Airflow "
+                                                                  "and the notification")
+    for key in unprocessed.get("known_bad", []):
+        not_processed[key] = (f"{reasons.get(key, 'it failed before')}; left alone until a new version is "
+                              "uploaded (or a manual run names it)")
+    not_processed.update(unprocessed.get("problems", {}))
+    return RunReport(processed, not_processed)
+
+
+def processed_notices(collection: Collection, processed: list[dict]) -> list[Notice]:
+    """What uploaders are told about frames that were processed: a missing scan, an odd name.
+    Only once processed: an unreadable upload is told that, and nothing else."""
     notices = []
-    for entry in todo:
+    for entry in processed:
         upload = parse_key(entry["key"])
         if needs_scan(collection) and not entry["scan"]:
             notices.append(Notice(
                 "original scan missing", f"no original scan at {' or '.join(upload.scanned_candidates())}; "
-                "the georef upload is processed, upload the scan so its download link works", entry["key"]))
+                "the georef upload is processed, upload the scan so its download link works", entry["key"],
+                entry["etag"]))
         attributes = frame_attributes(collection, upload.stem)
         if not attributes.parsed:
             notices.append(Notice("file name not understood", attributes.problem + "; it is processed anyway, "
-                                  "rename it to fill them in", entry["key"]))
+                                  "rename it to fill them in", entry["key"], entry["etag"]))
     return notices
 
 
@@ -313,4 +374,4 @@ def removal_notice(collection: Collection, removed: Mapping) -> Notice:
     return Notice("georef upload deleted",
                   f"{upload} is no longer in the bucket, so its COG {removed['cog_key']} and its row of the "
                   f"{collection.name} tile index were removed; upload it again to bring the frame back",
-                  removed["source_key"] or removed["cog_key"])
+                  removed["source_key"] or removed["cog_key"], removed.get("source_etag", ""))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ls4_ops.layout import Collection, LayoutError, UploadKey, is_folder_marker, is_output_key, parse_key
-from ls4_ops.plan import Notice, S3Object
+from ls4_ops.plan import Notice, S3Object, layout_notice
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,9 @@ class Discovery:
 
 
 def decide(known: Mapping[str, Collection], with_georef: Iterable[Collection], changed_keys: Iterable[str],
-           removed_keys: Iterable[str] = ()) -> Discovery:
+           removed_keys: Iterable[str] = (), etags: Mapping[str, str] | None = None) -> Discovery:
     """What follows from ``changed_keys`` (uploaded or replaced) and ``removed_keys``.
+    ``etags``: the changed objects' ETags, where known (a notice is about that version).
 
     ``with_georef``: collections known to have a georef upload now; they are
     registered (a clash of names is reported instead). A change to a
@@ -139,6 +140,7 @@ def decide(known: Mapping[str, Collection], with_georef: Iterable[Collection], c
     public-read here (its DAG does it once it has one); a new key outside the
     layout is reported. ls4's own outputs are not changes.
     """
+    etags = etags or {}
     registered, clashes = register(known, with_georef)
     clashed = {clash.collection for clash in clashes}
     changed: dict[str, list[str]] = {}
@@ -159,9 +161,8 @@ def decide(known: Mapping[str, Collection], with_georef: Iterable[Collection], c
             changed.setdefault(collection.name, []).append(key)
         elif upload.stage == "scanned" and not removed:
             make_public.append(key)
-    notices = [Notice("upload outside the bucket layout", problem.reason + ": move it to the right folder",
-                      problem.key) for problem in problems]
-    notices += [Notice("collection not registered", clash.reason, key)
+    notices = [layout_notice(problem, etags.get(problem.key, "")) for problem in problems]
+    notices += [Notice("collection not registered", clash.reason, key, etags.get(key, ""))
                 for clash in clashes for key in changed_keys if key.startswith(clash.collection.prefix("georef"))]
     new = sorted(set(registered) - set(known))
     return Discovery(collections=set(with_georef), registry=registered if new else None, new=new,
@@ -180,4 +181,5 @@ def discover(objects: Iterable[S3Object], known: Mapping[str, Collection],
     objects = {obj.key: obj for obj in objects}
     bucket = survey(objects)
     changed = [key for key, obj in objects.items() if obj.changed_since(since) and not is_output_key(key)]
-    return decide(known, bucket.collections, changed, bucket.orphan_cogs())
+    return decide(known, bucket.collections, changed, bucket.orphan_cogs(),
+                  {key: objects[key].etag for key in changed})

@@ -32,6 +32,8 @@ class Settings:
     # Hour (UTC) of the daily reconciliation: discovery at HH:00, each
     # collection's run at a minute of that hour of its own.
     reconcile_hour: int = 3
+    # SNS topic every notification is published to, besides ``notify``; empty: none.
+    sns_topic_arn: str = ""
     # Daily maintenance removes orphan mapfiles and tables for good instead of
     # quarantining them (LS4_MAINTENANCE_DELETE=true). Uploads are never removed.
     maintenance_delete: bool = False
@@ -55,6 +57,7 @@ class Settings:
             upload_queue=environ.get("LS4_UPLOAD_QUEUE", cls.upload_queue),
             mapfile_queue=environ.get("LS4_MAPFILE_QUEUE", cls.mapfile_queue),
             reconcile_hour=int(environ.get("LS4_RECONCILE_HOUR", cls.reconcile_hour)),
+            sns_topic_arn=environ.get("LS4_SNS_TOPIC_ARN", cls.sns_topic_arn),
             maintenance_delete=environ.get("LS4_MAINTENANCE_DELETE", "false").strip().lower() == "true",
         )
 

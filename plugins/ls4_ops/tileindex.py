@@ -169,6 +169,16 @@ def _create_catalog(connection: Connection) -> None:
                             "(table_name, generation)"))
 
 
+def create_once(connection: Connection, table: str, columns: str) -> None:
+    """Create ``table`` (in the catalog's schema) with ``columns`` unless it exists, in the
+    caller's transaction; writers creating it at once wait for each other's DDL."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": table}).scalar() is not None:
+        return
+    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": DDL_LOCK})
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA}"))
+    connection.execute(text(f"CREATE TABLE IF NOT EXISTS {table} ({columns})"))
+
+
 def ensure_table(connection: Connection, collection: Collection) -> None:
     """Create the collection's table and its catalog entry unless they exist.
 

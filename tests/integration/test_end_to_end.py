@@ -261,11 +261,13 @@ def test_bad_upload_is_notified_and_does_not_block_the_collection(processed, sou
     reasons = [n["reason"] for n in pipeline.notifications()
                if n["key"] == bad_key and n["subject"] == "upload cannot be processed"]
     assert len(reasons) == 1 and "not georeferenced" in reasons[0]
-    # The bad version is not tried again (nor notified, nor the run red) until it changes.
+    # The bad version is not tried again (nor notified) until it changes; the run is not
+    # green while it is left unprocessed.
     notified = len(pipeline.notifications())
     again = pipeline.run_dag(collection.dag_id)
-    assert again.state == "success"
-    assert {ti.task_id: ti.state for ti in again.get_task_instances()}["frame.compress"] == "skipped"
+    assert again.state == "failed"
+    states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert states["frame.compress"] == "skipped" and states["report"] == "failed"
     assert len(pipeline.notifications()) == notified
     client = pipeline.s3()
     client.head_object(Bucket=pipeline.bucket(), Key=bad_key)  # the upload is never deleted

@@ -7,15 +7,18 @@ from ls4_ops import events
 
 
 def notification(*records, bucket="ls4") -> str:
-    return json.dumps({"Records": [{"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
-                                   for name, key in records]})
+    """S3's notification JSON; a record is (event name, key) or (event name, key, ETag)."""
+    return json.dumps({"Records": [
+        {"eventName": name, "s3": {"bucket": {"name": bucket},
+                                   "object": {"key": key, **({"eTag": etag[0]} if etag else {})}}}
+        for name, key, *etag in records]})
 
 
-def test_changes_are_read_from_s3_notifications_with_keys_decoded_and_the_last_event_winning():
+def test_changes_are_read_from_s3_notifications_with_keys_decoded_etags_kept_and_the_last_event_winning():
     bodies = [
         json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "ls4"}),
-        notification(("ObjectCreated:Put", "nc/a/usda_1961/frames/georef/x+y%281%29.tif"),
-                     ("ObjectCreated:CompleteMultipartUpload", "nc/a/usda_1961/frames/georef/b.tif")),
+        notification(("ObjectCreated:Put", "nc/a/usda_1961/frames/georef/x+y%281%29.tif", "e1"),
+                     ("ObjectCreated:CompleteMultipartUpload", "nc/a/usda_1961/frames/georef/b.tif", "e2")),
         notification(("ObjectRemoved:Delete", "nc/a/usda_1961/frames/georef/b.tif"),
                      ("ObjectCreated:Put", "nc/a/usda_1961/frames/cog/b.tif")),
         notification(("ObjectCreated:Put", "nc/other/usda_1961/frames/georef/c.tif"), bucket="elsewhere"),
@@ -27,17 +30,18 @@ def test_changes_are_read_from_s3_notifications_with_keys_decoded_and_the_last_e
     assert changes.unreadable == ["not json"]
     uploads = changes.uploads()  # ls4's own COG is no one's upload
     assert uploads.to_dict() == {"created": ["nc/a/usda_1961/frames/georef/x y(1).tif"],
-                                 "removed": ["nc/a/usda_1961/frames/georef/b.tif"]}
+                                 "removed": ["nc/a/usda_1961/frames/georef/b.tif"],
+                                 "etags": {"nc/a/usda_1961/frames/georef/x y(1).tif": "e1"}}
     assert not events.changes_in([notification(("ObjectCreated:Put", "nc/a/usda_1961/frames/cog/x.tif"))],
                                  "ls4").uploads()
 
 
 def test_changes_from_several_events_merge_in_order():
     merged = events.BucketChanges()
-    merged.merge({"created": ["k1", "k2"], "removed": []})
+    merged.merge({"created": ["k1", "k2"], "removed": [], "etags": {"k1": "old", "k2": "e2"}})
     merged.merge({"created": ["k3"], "removed": ["k1"]})
-    merged.merge({"created": ["k1"]})
-    assert merged.to_dict() == {"created": ["k2", "k3", "k1"], "removed": []}
+    merged.merge({"created": ["k1"], "etags": {"k1": "new"}})
+    assert merged.to_dict() == {"created": ["k2", "k3", "k1"], "removed": [], "etags": {"k2": "e2", "k1": "new"}}
 
 
 def test_the_notification_sends_uploads_and_mapfiles_to_their_queues_with_prefixes_that_do_not_overlap():

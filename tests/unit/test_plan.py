@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 import pytest
 
 from ls4_ops.layout import parse_key
-from ls4_ops.plan import CogSource, CollectionState, RunRequest, S3Object, cogs_to_inspect, plan_run, run_request
+from ls4_ops.plan import CogSource, CollectionState, RunRequest, S3Object, cogs_to_inspect, plan_run, \
+    processed_notices, report_run, run_request
 from ls4_ops.settings import Settings
 from ls4_ops.tileindex import IndexedCog
 
@@ -92,8 +93,8 @@ def test_deleted_upload_removes_its_cog_and_row_and_a_stray_object_is_only_repor
     state.sources = {COG + "gone.tif": CogSource("e9", PREFIX + "gone.tif"), COG + "notes.tif": CogSource("", "")}
     plan = plan_run(COLLECTION, state, since=EARLIER, settings=SETTINGS)
     assert plan.index.remove == [
-        {"cog_key": COG + "gone.tif", "source_key": PREFIX + "gone.tif", "delete_cog": True},
-        {"cog_key": COG + "row-only.tif", "source_key": "", "delete_cog": False},
+        {"cog_key": COG + "gone.tif", "source_key": PREFIX + "gone.tif", "source_etag": "e9", "delete_cog": True},
+        {"cog_key": COG + "row-only.tif", "source_key": "", "source_etag": "e5", "delete_cog": False},
     ]
     assert [(n.subject, n.key) for n in plan.notices] == [("object under cog/ not made by ls4", COG + "notes.tif")]
     # Reported once: the next run (which began after it appeared) says nothing more.
@@ -144,18 +145,22 @@ def test_bad_uploads_are_reported_and_never_block_the_rest():
               S3Object("nc/anderson/tops_1975/frames/georef/sub/x.tif", "e", 5)]
     plan = planned(processed(georef, {}), since=None)  # a first run: everything is new
     assert [item["key"] for item in plan.todo] == [PREFIX + "good.tif"]
-    reasons = dict(plan.problems)
+    reasons = {n.key: n.reason for n in plan.problems}
     assert "empty (0 bytes)" in reasons[PREFIX + "empty.tif"]
     assert "no spaces" in reasons[PREFIX + "bad name.tif"]
     assert "6 path parts" in reasons["nc/anderson/tops_1975/frames/georef/sub/x.tif"]
-    assert {n.key for n in plan.notices if n.subject == "upload not processed"} == set(reasons)
+    assert plan.notices == plan.problems
+    # A key outside the layout is told as discovery tells it (the same notice: sent once).
+    assert {n.key: n.subject for n in plan.notices}["nc/anderson/tops_1975/frames/georef/sub/x.tif"] == \
+        "upload outside the bucket layout"
+    assert plan.unprocessed() == {"problems": reasons, "known_bad": []}
 
 
 def test_same_stem_in_two_cases_uses_the_newer_upload_and_reports_the_other():
     georef = [obj("a.TIF", "new", minute=5), obj("a.tif", "old", minute=1)]
     plan = planned(processed(georef, {}))
     assert plan.todo == [{"key": PREFIX + "a.TIF", "etag": "new", "cog_key": COG + "a.tif", "scan": ""}]
-    assert [key for key, _ in plan.problems] == [PREFIX + "a.tif"]
+    assert [(n.key, n.etag) for n in plan.problems] == [(PREFIX + "a.tif", "old")]
 
 
 def test_requested_keys_that_cannot_be_processed_are_named_with_the_reason():
@@ -184,15 +189,39 @@ def test_new_scans_and_planned_uploads_are_made_public_and_missing_scans_notifie
     assert [item["scan"] for item in plan.todo] == [SCANNED + "19750312_4-1.TIF", ""]
     # Older objects were made public by the run that saw them first.
     assert sorted(plan.make_public) == [PREFIX + "19750312_4-1.tif", PREFIX + "19750312_4-2.tif"]
-    assert [(n.subject, n.key) for n in plan.notices] == [("original scan missing", PREFIX + "19750312_4-2.tif")]
+    # A missing scan is told once the frame is processed (an unreadable upload is told only that).
+    assert plan.notices == []
+    assert [(n.subject, n.key) for n in processed_notices(COLLECTION, plan.todo)] == [
+        ("original scan missing", PREFIX + "19750312_4-2.tif")]
     forced = planned(state, RunRequest(force=True))
     assert SCANNED + "older.tif" in forced.make_public and PREFIX + "old.tif" in forced.make_public
 
 
-def test_names_that_do_not_parse_are_processed_and_notified():
+def test_names_that_do_not_parse_are_processed_and_notified_once_processed():
     plan = planned(processed([obj("oddname.tif")], {}))
     assert [item["key"] for item in plan.todo] == [PREFIX + "oddname.tif"]
-    assert ("file name not understood", PREFIX + "oddname.tif") in [(n.subject, n.key) for n in plan.notices]
+    assert ("file name not understood", PREFIX + "oddname.tif", "e1") in [
+        (n.subject, n.key, n.etag) for n in processed_notices(COLLECTION, plan.todo)]
+
+
+def item(name, etag="e1"):
+    return {"key": PREFIX + name, "etag": etag, "cog_key": COG + name, "scan": ""}
+
+
+def test_a_run_report_is_clean_only_when_every_upload_was_processed():
+    indexed = {COG + "a.tif": IndexedCog("e1", ""), COG + "b.tif": IndexedCog("old", "")}
+    clean = report_run([item("a.tif")], indexed, {"problems": {}, "known_bad": []}, {})
+    assert clean.clean and clean.text == "1 upload processed"
+    report = report_run([item("a.tif"), item("b.tif"), item("c.tif")], indexed,
+                        {"problems": {PREFIX + "empty.tif": "the file is empty"}, "known_bad": [PREFIX + "bad.tif"]},
+                        {PREFIX + "c.tif": "it is not georeferenced", PREFIX + "bad.tif": "it is 16-bit"})
+    assert not report.clean
+    assert [entry["key"] for entry in report.processed] == [PREFIX + "a.tif"]
+    assert report.not_processed[PREFIX + "c.tif"] == "it is not georeferenced"
+    assert "task failed" in report.not_processed[PREFIX + "b.tif"]  # no recorded reason: a task failure
+    assert report.not_processed[PREFIX + "bad.tif"].startswith("it is 16-bit; left alone until a new version")
+    assert report.not_processed[PREFIX + "empty.tif"] == "the file is empty"
+    assert report.text.startswith("1 upload processed; 4 left unprocessed: ")
 
 
 @pytest.mark.parametrize("keys, force, expected", [

@@ -12,13 +12,15 @@ collection, so two things are kept out of the parse path:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, get_current_context
 
-from ls4_ops.hooks import Ls4S3Hook
-from ls4_ops.layout import Collection, LayoutError, parse_key
+from ls4_ops.hooks import Ls4S3Hook, postgis_engine
+from ls4_ops.layout import Collection, LayoutError, collection_of, parse_key
+from ls4_ops.notify import Notification
 from ls4_ops.operators.notifications import send
 from ls4_ops.plan import Notice, S3Object
 from ls4_ops.settings import Settings
@@ -59,10 +61,17 @@ class Ls4Operator(BaseOperator):
     @cached_property
     def postgis(self) -> Engine:
         """The tile-index database, through the postgres provider's hook."""
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        return postgis_engine(self.postgis_conn_id or self.settings.postgis_conn_id)
 
-        return PostgresHook(postgres_conn_id=self.postgis_conn_id or self.settings.postgis_conn_id
-                            ).get_sqlalchemy_engine()
+    def notify(self, notices: Iterable[Notice]) -> None:
+        """Tell operators and uploaders about ``notices`` (those not told before), with a link
+        to this task's run in Airflow."""
+        ti = get_current_context()["ti"]
+        send([Notification(subject=notice.subject, reason=notice.reason, key=notice.key, etag=notice.etag,
+                           collection=self.collection_name or collection_of(notice.key),
+                           source=f"{self.dag_id}.{self.task_id}", run_id=ti.run_id, run_url=ti.log_url)
+              for notice in notices],
+             settings=self.settings, aws_conn_id=self.aws_conn_id, postgis=self.postgis)
 
 
 class CollectionOperator(Ls4Operator):
@@ -102,6 +111,3 @@ class CollectionOperator(Ls4Operator):
             scans[obj.key] = obj
         return scans
 
-    def notify(self, notice: Notice) -> None:
-        send(notice.subject, notice.reason, key=notice.key, collection=self.collection.name,
-             source=f"{self.dag_id}.{self.task_id}")

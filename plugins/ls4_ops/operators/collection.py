@@ -13,11 +13,14 @@ from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ls4_ops import mapfile, plan, tileindex
+from ls4_ops.errors import UploadsUnprocessed
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import last_success_start
 from ls4_ops.s3env import vsis3_path
 
 INDEX_WORK_XCOM = "index"
+UNPROCESSED_XCOM = "unprocessed"
+REPORT_TASK_ID = "report"
 
 
 class PlanUploadsOperator(CollectionOperator, SkipMixin):
@@ -53,8 +56,7 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
         if run.not_found:
             raise AirflowFailException("nothing was processed; these keys cannot be: " + "; ".join(
                 f"{key}: {reason}" for key, reason in run.not_found))
-        for notice in run.notices:
-            self.notify(notice)
+        self.notify(run.notices)
         for key in run.make_public:
             self.s3.set_public_read(self.bucket_name, key)
         self.log.info("%d to process, %d up to date, %d failed before (left until they change), %d problems; "
@@ -62,9 +64,14 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
                       len(run.known_bad), len(run.problems), len(run.index.add), len(run.index.scan_links),
                       len(run.index.remove), run.index.publish)
         context["ti"].xcom_push(key=INDEX_WORK_XCOM, value=run.index.to_dict())
+        unprocessed = run.unprocessed()
+        context["ti"].xcom_push(key=UNPROCESSED_XCOM, value=unprocessed)
         if not run.has_work:
             self.log.info("nothing changed since the last run: nothing to do")
-            self.skip(context["ti"], self.get_direct_relatives(upstream=False))
+            # Uploads left unprocessed keep the run from looking clean: its report still says so.
+            kept = {REPORT_TASK_ID} if run.problems or run.known_bad else set()
+            self.skip(context["ti"], [task for task in self.get_direct_relatives(upstream=False)
+                                      if task.task_id not in kept])
         return run.todo
 
     def collection_state(self) -> plan.CollectionState:
@@ -121,8 +128,7 @@ class TileIndexOperator(CollectionOperator):
         deleted_cogs = [item["cog_key"] for item in work.remove if item["delete_cog"]]
         if deleted_cogs:
             self.s3.delete_objects(self.bucket_name, deleted_cogs)
-        for item in work.remove:
-            self.notify(plan.removal_notice(self.collection, item))
+        self.notify(plan.removal_notice(self.collection, item) for item in work.remove)
         return self.publish_shapefile(work.published_index)
 
     def row_of_existing_cog(self, item: dict) -> dict | None:
@@ -136,8 +142,9 @@ class TileIndexOperator(CollectionOperator):
                     rasterio.open(vsis3_path(self.bucket_name, item["cog_key"])) as cog:
                 return tileindex.index_row(cog, self.collection, item, self.settings)
         except (RasterioIOError, ValueError) as error:
-            self.notify(plan.Notice("COG not indexed", f"{item['cog_key']} cannot be read ({error}); it stays "
-                                    "out of the index: reprocess the upload (a run with its key)", item["key"]))
+            self.notify([plan.Notice("COG not indexed", f"{item['cog_key']} cannot be read ({error}); it stays "
+                                     "out of the index: reprocess the upload (a run with its key)", item["key"],
+                                     item["etag"])])
             return None
 
     def publish_shapefile(self, published: int | None) -> dict:
@@ -330,25 +337,31 @@ class WmsNotServing(RuntimeError):
 
 
 class ReportRunOperator(CollectionOperator):
-    """Fail the run (so operators see it) when a planned upload has no current COG in the index.
+    """Say what the run did with the collection's uploads, tell uploaders about the frames
+    processed without a scan or with an odd name, and fail the run (so operators see it)
+    when it left any upload unprocessed, each with the reason.
 
-    :param planned: what ``plan`` returned
+    :param planned: what ``plan`` returned (the uploads it gave raster work)
+    :param unprocessed: what ``plan`` left unprocessed (``Plan.unprocessed()``)
     """
 
-    template_fields = ("planned",)
+    template_fields = ("planned", "unprocessed")
 
-    def __init__(self, *, planned, **kwargs):
+    def __init__(self, *, planned, unprocessed, **kwargs):
         super().__init__(**kwargs)
         self.planned = planned
+        self.unprocessed = unprocessed
 
     def execute(self, context):
-        planned = self.planned or []
+        from ls4_ops import failures
+
+        planned, unprocessed = self.planned or [], self.unprocessed or {}
         with self.postgis.connect() as connection:
             indexed = tileindex.indexed(connection, self.collection)
-        missing = [item["key"] for item in planned
-                   if item["cog_key"] not in indexed or indexed[item["cog_key"]].source_etag != item["etag"]]
-        if missing:
-            raise AirflowFailException(
-                f"{len(missing)} of {len(planned)} uploads were not processed: {', '.join(missing)}. "
-                "Their task logs and notifications say why.")
-        self.log.info("%d uploads processed", len(planned))
+            reasons = failures.reasons(connection, [item["key"] for item in planned] + unprocessed.get("known_bad", []))
+        report = plan.report_run(planned, indexed, unprocessed, reasons)
+        self.notify(plan.processed_notices(self.collection, report.processed))
+        if not report.clean:
+            raise AirflowFailException(report.text) from UploadsUnprocessed(report.text)
+        self.log.info("%s", report.text)
+        return report.text

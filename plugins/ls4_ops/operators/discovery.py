@@ -7,7 +7,7 @@ from ls4_ops import events, registry
 from ls4_ops.layout import BAND_PREFIXES
 from ls4_ops.operators.assets import COLLECTION_UPLOADS, collection_asset
 from ls4_ops.operators.base import Ls4Operator
-from ls4_ops.operators.notifications import last_success_start, send
+from ls4_ops.operators.notifications import last_success_start
 
 # The keys an asset event names, for the run's log (the run itself looks at the whole collection).
 KEYS_IN_EVENT = 50
@@ -27,8 +27,7 @@ class _RegistryOperator(Ls4Operator):
         self.registry_path = registry_path
 
     def apply(self, found: registry.Discovery, context) -> dict:
-        for notice in found.notices:
-            send(notice.subject, notice.reason, key=notice.key, source=f"{self.dag_id}.{self.task_id}")
+        self.notify(found.notices)
         if found.registry is not None:
             registry.save(self.registry_path, found.registry.values())
         for key in found.make_public:
@@ -62,7 +61,8 @@ class RouteUploadsOperator(_RegistryOperator):
             for event in asset_events:
                 changes.merge((event.extra or {}).get("payload", {}))
         georef = registry.survey(changes.created).collections
-        found = registry.decide(registry.load(self.registry_path), georef, changes.created, changes.removed)
+        found = registry.decide(registry.load(self.registry_path), georef, changes.created, changes.removed,
+                                changes.etags)
         return self.apply(found, context)
 
 

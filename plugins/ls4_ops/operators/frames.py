@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from datetime import datetime, timezone
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from ls4_ops.errors import BadUpload
 from ls4_ops.layout import UploadKey, parse_key
 from ls4_ops.operators.base import CollectionOperator
-from ls4_ops.operators.notifications import send
-from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA
+from ls4_ops.plan import SOURCE_ETAG_METADATA, SOURCE_KEY_METADATA, Notice
 from ls4_ops.s3env import vsis3_path
 
 COMPRESSED = "compressed.tif"
@@ -43,14 +44,45 @@ class FrameStageOperator(CollectionOperator):
         return self.collection.work_key(upload.stem, self.upload["etag"], name)
 
     def execute(self, context):
+        from ls4_ops import ledger
+
+        started, clock = datetime.now(timezone.utc), time.perf_counter()
+        outcome, reason, written = ledger.FAILED, "", []
         try:
-            return self.run_stage()
+            result = self.run_stage()
+            outcome, written = ledger.SUCCESS, self.outputs(result)
+            return result
         except BadUpload as error:
+            outcome, reason = ledger.BAD_UPLOAD, error.reason
             self.remember_failure(error)
-            send(subject="upload cannot be processed", reason=error.reason, key=self.upload["key"],
-                 collection=self.collection.name, source=f"{self.dag_id}.{self.task_id}")
+            self.notify([Notice("upload cannot be processed", error.reason, self.upload["key"], self.upload["etag"])])
             # Retrying cannot fix a bad file: fail now, the rest of the collection goes on.
             raise AirflowFailException(str(error)) from error
+        except BaseException as error:  # a timeout or a kill too: the ledger says how the stage ended
+            reason = f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            self.keep_record(context, started, time.perf_counter() - clock, outcome, reason, written)
+
+    def keep_record(self, context, started: datetime, seconds: float, outcome: str, reason: str,
+                    written: list[str]) -> None:
+        """The stage's row of the run ledger; a ledger that cannot be written fails nothing."""
+        from ls4_ops import ledger
+
+        entry = ledger.StageRecord(
+            key=self.upload["key"], etag=self.upload["etag"], collection=self.collection.name, stage=self.stage,
+            run_id=context["run_id"], try_number=context["ti"].try_number, started=started, seconds=seconds,
+            outcome=outcome, reason=reason, outputs=written,
+            software=ledger.software(), options=ledger.stage_options(self.stage, self.collection.band))
+        try:
+            with self.postgis.begin() as connection:
+                ledger.record(connection, entry)
+        except Exception:  # noqa: BLE001 - the stage's own outcome is what the run must report
+            self.log.exception("could not write the run ledger's row of %s %s", self.stage, self.upload["key"])
+
+    def outputs(self, result) -> list[str]:
+        """The keys the stage wrote, given what :meth:`run_stage` returned."""
+        raise NotImplementedError
 
     def remember_failure(self, error: BadUpload) -> None:
         """So that later runs leave this version alone until a new one is uploaded."""
@@ -69,6 +101,11 @@ class FrameStageOperator(CollectionOperator):
 class CompressOperator(FrameStageOperator):
     """Reproject to EPSG:3857 if needed, keep the prefix's bands, DEFLATE 512 px tiles."""
 
+    stage = "compress"
+
+    def outputs(self, result) -> list[str]:
+        return [self.work_key(COMPRESSED)]
+
     def run_stage(self):
         from ls4_ops import raster
 
@@ -85,6 +122,13 @@ class CompressOperator(FrameStageOperator):
 class OverviewsOperator(FrameStageOperator):
     """Averaged overviews of the compressed copy, as an external .ovr."""
 
+    stage = "overviews"
+
+    def outputs(self, result) -> list[str]:
+        from ls4_ops import raster
+
+        return [self.work_key(raster.overview_file(COMPRESSED))] if result else []  # no factors: no .ovr
+
     def run_stage(self):
         from ls4_ops import raster
 
@@ -100,6 +144,11 @@ class OverviewsOperator(FrameStageOperator):
 class CogOperator(FrameStageOperator):
     """Write and validate the COG, publish it public-read, upsert its tile-index row,
     drop the intermediates."""
+
+    stage = "cog"
+
+    def outputs(self, result) -> list[str]:
+        return [self.upload["cog_key"]]
 
     def run_stage(self):
         import rasterio
