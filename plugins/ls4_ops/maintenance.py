@@ -29,6 +29,7 @@ band prefix is ever moved or deleted here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections import Counter, defaultdict
@@ -44,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine
 from ls4_ops.layout import BAND_PREFIXES, COMPILED_INDEX_KEY, MAPFILE_EXTENSION, MAPFILE_PREFIX, \
     MAX_IDENTIFIER_LENGTH, QUARANTINE_PREFIX, WORK_PREFIX, LayoutError, is_collection_output, is_folder_marker, \
     is_output_key, parse_key, published_collection, quarantine_key, validate_identifier, work_collection
-from ls4_ops.plan import S3Object
+from ls4_ops.plan import OUTSIDE_LAYOUT, S3Object, layout_notice
 from ls4_ops.registry import BucketSurvey, survey
 from ls4_ops.settings import Settings
 from ls4_ops.tileindex import CATALOG, CATALOG_SCHEMA, DDL_LOCK
@@ -67,7 +68,6 @@ TABLE_MISSING = "mapfile without its table"
 ORPHAN_TABLE = "tile index table without its collection"
 MAPFILE_MISSING = "tile index table without its mapfile"
 NO_UPLOADS = "no georef upload in the bucket"
-OUTSIDE_LAYOUT = "upload outside the bucket layout"
 NOT_LS4_OUTPUT = "object under cog/ not made by ls4"
 ORPHAN_INTERMEDIATE = "orphaned intermediate"
 ORPHAN_COG = "COG without its georef upload"
@@ -156,9 +156,11 @@ class Report:
                 notices += [dataclasses.replace(f, reason=f"{f.reason}. {self.outcome(f)}") for f in findings]
                 continue
             examples = ", ".join(f.key for f in findings[:3])
-            notices.append(Finding(kind, "", f"{len(findings)} of them in {collection or 'the bucket'}, e.g. "
-                                   f"{examples}: {findings[0].reason}. The maintenance run's log lists them all",
-                                   collection))
+            # Told again only when the set of objects (or their versions) changes.
+            versions = hashlib.sha256(json.dumps(sorted((f.key, f.etag) for f in findings)).encode()).hexdigest()
+            notices.append(Finding(kind, findings[0].key, f"{len(findings)} of them in {collection or 'the bucket'}, "
+                                   f"e.g. {examples}: {findings[0].reason}. The maintenance run's log lists them all",
+                                   collection, etag=versions))
         return notices
 
     def to_dict(self) -> dict:
@@ -223,10 +225,11 @@ def _hygiene(objects: list[S3Object], bucket: BucketSurvey, public: Mapping[str,
         except LayoutError as error:
             if is_output_key(key) and is_collection_output(key):
                 continue
-            findings.append(Finding(
-                NOT_LS4_OUTPUT if is_output_key(key) else OUTSIDE_LAYOUT, key,
-                f"{error.reason}; it is not processed, published or deleted: move it to the right folder "
-                "or remove it", etag=obj.etag))
+            if is_output_key(key):
+                findings.append(Finding(NOT_LS4_OUTPUT, key, f"{error.reason}; ls4 did not write it, and it is "
+                                        "not indexed, served or deleted: move or remove it", etag=obj.etag))
+            else:  # told as discovery and the collection's run tell it: once, whoever meets it first
+                findings.append(Finding(OUTSIDE_LAYOUT, key, layout_notice(error).reason, etag=obj.etag))
             continue
         if upload.stage == "scanned" and public.get(key) is False:
             findings.append(Finding(
@@ -279,10 +282,7 @@ def _published(inputs: Inputs, with_uploads: set[str], now: datetime, stamp: str
             continue
         if has_table and name in inputs.catalog:
             if not settled:
-                findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left, but the "
-                                        f"table changed in the last {IN_FLIGHT.seconds // 3600} hours (a run may be "
-                                        "under way): the next maintenance run takes it out", name))
-                continue
+                continue  # a run may be removing its last rows: the next maintenance run decides
             findings.append(Finding(ORPHAN_TABLE, name, "its collection has no georef upload left (its folder was "
                                     "renamed or emptied), so nothing uses it", name, DROP_TABLE if delete else
                                     MOVE_TABLE, "" if delete else quarantine_table(name, stamp)))

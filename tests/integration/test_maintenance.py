@@ -6,7 +6,7 @@ reported; anything outside the rigid layout is found and reported without
 losing anyone's upload. Planted here beside a processed collection: an
 orphan mapfile, a text file in ``mapfiles/``, the table of a collection with
 no upload left, uploads outside the layout, a scan nobody may read, and an
-intermediate no run will come back for. One dry run, then one real run.
+intermediate no run will come back for. One dry run, then two real runs.
 """
 
 from __future__ import annotations
@@ -118,9 +118,13 @@ def runs(services, tmp_path_factory):
         after_dry = {"bucket": listing(), "tables": public_tables(), "quarantined": quarantined_tables(),
                      "notified": pipeline.notifications()[notified_before:]}
         real = maintain()
+    notified_by_real = pipeline.notifications()[notified_before + len(after_dry["notified"]):]
     after = {"bucket": listing(), "tables": public_tables(), "quarantined": quarantined_tables(),
-             "notified": pipeline.notifications()[notified_before + len(after_dry["notified"]):]}
-    yield {"before": before, "dry": dry, "after_dry": after_dry, "real": real, "after": after,
+             "notified": notified_by_real}
+    again = maintain()
+    after["notified_again"] = pipeline.notifications()[notified_before + len(after_dry["notified"])
+                                                       + len(notified_by_real):]
+    yield {"before": before, "dry": dry, "after_dry": after_dry, "real": real, "after": after, "again": again,
            "uploads": uploads, "orphan_mapfile": orphan_mapfile}
 
     for key in [*VIOLATIONS, PRIVATE_SCAN, *(k for k in listing([QUARANTINE_PREFIX]) if "maintville" in k
@@ -220,3 +224,10 @@ def test_the_summary_counts_findings_by_collection(runs):
     assert counts[""][maintenance.NOT_A_MAPFILE] >= 1
     assert runs["real"]["failed"] == {} and runs["real"]["dry_run"] is False
     assert runs["real"]["checked"]["objects"] == len(runs["after_dry"]["bucket"])
+
+
+def test_the_next_run_finds_what_is_left_and_tells_no_one_again(runs):
+    left = ours(runs["again"])
+    assert {key: finding["kind"] for key, finding in left.items()} == {
+        **{key: maintenance.OUTSIDE_LAYOUT for key in VIOLATIONS}, PRIVATE_SCAN: maintenance.SCAN_NOT_PUBLIC}
+    assert [n for n in runs["after"]["notified_again"] if n["key"] in left] == []

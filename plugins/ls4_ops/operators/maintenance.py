@@ -7,6 +7,7 @@ import dataclasses
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from ls4_ops import maintenance
+from ls4_ops.notify import Notification
 from ls4_ops.operators.base import Ls4Operator
 from ls4_ops.operators.notifications import send
 
@@ -50,9 +51,13 @@ class MaintenanceOperator(Ls4Operator):
         report = maintenance.run(self.s3.get_conn(), self.postgis, settings, dry_run=dry_run)
         self.log.info("%s", maintenance.summary(report))
         if not dry_run:
-            for finding in report.notices():
-                send(finding.kind, finding.reason, key=finding.key, collection=finding.collection,
-                     source=f"{self.dag_id}.{self.task_id}")
+            # Not Ls4Operator.notify: a finding names its collection, which its key (a table,
+            # a mapfile) often does not.
+            ti = context["ti"]
+            send([Notification(subject=notice.kind, reason=notice.reason, key=notice.key, etag=notice.etag,
+                               collection=notice.collection, source=f"{self.dag_id}.{self.task_id}",
+                               run_id=ti.run_id, run_url=ti.log_url) for notice in report.notices()],
+                 settings=self.settings, aws_conn_id=self.aws_conn_id, postgis=self.postgis)
         if report.failed:
             raise AirflowException(f"{len(report.failed)} maintenance actions failed: " + "; ".join(
                 f"{key}: {error}" for key, error in sorted(report.failed.items())))
