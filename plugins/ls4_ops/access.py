@@ -20,12 +20,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+
+from botocore.exceptions import ClientError
 
 from ls4_ops.layout import BANDS, COMPILED_INDEX_KEY, MAPFILE_PREFIX, UPLOAD_EXTENSIONS
 
 STATEMENT_ID = "ls4PublicRead"
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 PREVIEW_EXTENSION = ".html"
 
 PUBLIC_KEY_PATTERNS = tuple(
@@ -92,3 +97,49 @@ def check_policy(policy: dict | None, bucket: str, *, apply: bool) -> PolicyChec
         "indexes, the compiled GeoJSON, preview pages), so download links and the WMS fail: add this "
         "statement to it, or set LS4_APPLY_BUCKET_POLICY=true to let ls4 add it: "
         + json.dumps(public_read_statement(bucket))), version=version)
+
+
+# --- what a bucket actually lets anyone read (for checks of objects ls4 did not write) ----------
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def bucket_policy(s3_client, bucket: str) -> dict | None:
+    """The bucket's policy; None when it has none."""
+    try:
+        return json.loads(s3_client.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as error:
+        if error_code(error) != "NoSuchBucketPolicy":
+            raise
+        return None
+
+
+def _aws_wildcard(pattern: str, flags: int = 0) -> re.Pattern:
+    """A policy's ``*`` and ``?`` wildcards as a regular expression."""
+    return re.compile(".*".join(".".join(map(re.escape, part.split("?"))) for part in pattern.split("*")), flags)
+
+
+def policy_lets_anyone_read(policy: Mapping | None, bucket: str, key: str) -> bool:
+    """Whether a bucket policy lets anonymous users GET ``key``: an unconditional Allow of
+    ``s3:GetObject`` to ``*`` that names the object, and no unconditional Deny of it."""
+    resource = f"arn:aws:s3:::{bucket}/{key}"
+    allowed = False
+    for statement in _statements(policy):
+        principal = statement.get("Principal")
+        anyone = principal == "*" or isinstance(principal, Mapping) and "*" in _as_list(principal.get("AWS"))
+        if not anyone or "Condition" in statement or not {"Action", "Resource"} <= set(statement):
+            continue  # NotAction, NotResource, conditions: not proof either way
+        # Action names are case-insensitive, object keys are not.
+        matches = any(_aws_wildcard(action, re.IGNORECASE).fullmatch("s3:GetObject")
+                      for action in _as_list(statement["Action"])) \
+            and any(_aws_wildcard(pattern).fullmatch(resource) for pattern in _as_list(statement["Resource"]))
+        if matches and statement.get("Effect") == "Deny":
+            return False
+        allowed = allowed or (matches and statement.get("Effect") == "Allow")
+    return allowed
+
+
+def acl_lets_anyone_read(grants: Iterable[Mapping]) -> bool:
+    return any(grant.get("Grantee", {}).get("URI") == ALL_USERS and grant.get("Permission") in ("READ", "FULL_CONTROL")
+               for grant in grants)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
+from ls4_ops import access
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
 
@@ -79,12 +80,7 @@ class Ls4S3Hook(S3Hook):
 
     def bucket_policy(self, bucket_name: str) -> dict | None:
         """The bucket's policy; None when it has none."""
-        try:
-            return json.loads(self.get_conn().get_bucket_policy(Bucket=bucket_name)["Policy"])
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
-                raise
-            return None
+        return access.bucket_policy(self.get_conn(), bucket_name)
 
     def put_bucket_policy(self, bucket_name: str, policy: dict) -> None:
         self.get_conn().put_bucket_policy(Bucket=bucket_name, Policy=json.dumps(policy))

@@ -25,7 +25,11 @@ UPLOAD_EXTENSIONS = (".tif", ".TIF")
 OUTPUT_EXTENSION = ".tif"
 
 MAPFILE_PREFIX = "mapfiles/"
+MAPFILE_EXTENSION = ".map"
+PREVIEW_EXTENSION = ".html"
 WORK_PREFIX = "ls4-work/"
+# Where maintenance moves what it takes out of service (``quarantine_key``).
+QUARANTINE_PREFIX = "quarantine/"
 # Every collection's footprints in one file (the original's hourly job).
 COMPILED_INDEX_KEY = "geojson/compiled_historical_indexes.geojson"
 TILE_INDEX_DIR = "tile_index"
@@ -89,12 +93,12 @@ class Collection:
 
     @property
     def mapfile_key(self) -> str:
-        return f"{MAPFILE_PREFIX}{self.name}.map"
+        return f"{MAPFILE_PREFIX}{self.name}{MAPFILE_EXTENSION}"
 
     @property
     def preview_key(self) -> str:
         """The preview page, beside the mapfile: the mapfile sync brings both to the MapServer host."""
-        return f"{MAPFILE_PREFIX}{self.name}.html"
+        return f"{MAPFILE_PREFIX}{self.name}{PREVIEW_EXTENSION}"
 
     @property
     def tile_index_prefix(self) -> str:
@@ -267,6 +271,49 @@ def is_output_key(key: str) -> bool:
     """A key under some collection's ``cog/`` folder: written by ls4, not uploaded."""
     parts = key.split("/")
     return len(parts) >= 6 and parts[4] == "cog"
+
+
+def is_collection_output(key: str) -> bool:
+    """A tile-index file (``Collection.tile_index_key``, the zip) or a collection overview
+    (``Collection.overview_key``): what ls4 writes under a collection's ``cog/`` besides COGs."""
+    directory, filename = posixpath.split(key)
+    folder, subfolder = posixpath.split(directory)
+    try:
+        cog_folder = parse_key(f"{folder}/x{OUTPUT_EXTENSION}")
+    except LayoutError:
+        return False
+    if cog_folder.stage != "cog":
+        return False
+    name = cog_folder.collection.name
+    if subfolder == TILE_INDEX_DIR:
+        return filename == posixpath.basename(cog_folder.collection.tile_index_zip_key) or \
+            _split_extension(filename)[0] == name
+    return subfolder == OVERVIEW_DIR and re.fullmatch(rf"{name}_overview_[0-9]+_z[0-9]+\.tif", filename) is not None
+
+
+def published_collection(key: str) -> tuple[str, str] | None:
+    """(collection name, extension) of a mapfile or preview page key (``Collection.mapfile_key``,
+    ``Collection.preview_key``); None for any other object, in ``mapfiles/`` or not."""
+    if not key.startswith(MAPFILE_PREFIX):
+        return None
+    name, extension = _split_extension(key[len(MAPFILE_PREFIX):])
+    if extension not in (MAPFILE_EXTENSION, PREVIEW_EXTENSION) or not _COLLECTION.fullmatch(name) \
+            or len(name) > MAX_IDENTIFIER_LENGTH:
+        return None
+    return name, extension
+
+
+def work_collection(key: str) -> str | None:
+    """The collection an intermediate (``Collection.work_key``) belongs to; None for other keys."""
+    if not key.startswith(WORK_PREFIX):
+        return None
+    name = key[len(WORK_PREFIX):].split("/", 1)[0]
+    return name if _COLLECTION.fullmatch(name) else None
+
+
+def quarantine_key(key: str, stamp: str) -> str:
+    """Where maintenance run ``stamp`` keeps an object it took out of service."""
+    return f"{QUARANTINE_PREFIX}{stamp}/{key}"
 
 
 def validate_identifier(name: str) -> str:

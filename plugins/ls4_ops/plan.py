@@ -130,6 +130,7 @@ class Notice:
     reason: str
     key: str
     etag: str = ""  # of the object it is about: the same notice for another version is news
+    collection: str = ""  # when the key does not name it (a table, a mapfile)
 
 
 OUTSIDE_LAYOUT = "upload outside the bucket layout"

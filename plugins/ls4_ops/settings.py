@@ -14,6 +14,10 @@ from dataclasses import dataclass
 PUBLIC_ACCESS_MODES = ("policy", "acl")
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
@@ -49,6 +53,9 @@ class Settings:
     # Whether discovery writes the policy's public-read statement when it is
     # missing (it needs s3:PutBucketPolicy); otherwise it only reports it.
     apply_bucket_policy: bool = False
+    # Daily maintenance removes orphan mapfiles and tables for good instead of
+    # quarantining them (LS4_MAINTENANCE_DELETE=true). Uploads are never removed.
+    maintenance_delete: bool = False
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -72,7 +79,8 @@ class Settings:
             sns_topic_arn=environ.get("LS4_SNS_TOPIC_ARN", cls.sns_topic_arn),
             public_access=_choice("LS4_PUBLIC_ACCESS", environ.get("LS4_PUBLIC_ACCESS", cls.public_access),
                                   PUBLIC_ACCESS_MODES),
-            apply_bucket_policy=environ.get("LS4_APPLY_BUCKET_POLICY", "").lower() in ("1", "true", "yes"),
+            apply_bucket_policy=_flag(environ.get("LS4_APPLY_BUCKET_POLICY", "")),
+            maintenance_delete=_flag(environ.get("LS4_MAINTENANCE_DELETE", "")),
         )
 
     @property

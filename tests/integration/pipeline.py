@@ -59,15 +59,18 @@ def has_public_read_acl(key: str) -> bool:
 
 @contextmanager
 def acls_enabled():
-    """The bucket as AWS made them before April 2023, ls4 making objects public one by one
-    (``LS4_PUBLIC_ACCESS=acl``); then back to ACLs disabled and the bucket policy."""
+    """The bucket as AWS made them before April 2023 (ACLs on, no policy), ls4 making objects
+    public one by one (``LS4_PUBLIC_ACCESS=acl``); then back to ACLs disabled and the policy."""
     client, before = s3(), os.environ.get("LS4_PUBLIC_ACCESS")
+    policy = client.get_bucket_policy(Bucket=bucket())["Policy"]
     client.delete_bucket_ownership_controls(Bucket=bucket())
+    client.delete_bucket_policy(Bucket=bucket())
     os.environ["LS4_PUBLIC_ACCESS"] = "acl"
     try:
         yield
     finally:
         os.environ["LS4_PUBLIC_ACCESS"] = before or "policy"
+        client.put_bucket_policy(Bucket=bucket(), Policy=policy)
         client.put_bucket_ownership_controls(Bucket=bucket(), OwnershipControls={
             "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
 

@@ -43,7 +43,7 @@ def parse_dag_folder(tmp_path, **env) -> dict:
 def test_dag_folder_parses_without_task_only_libraries(tmp_path):
     parsed = parse_dag_folder(tmp_path)
     assert parsed["dags"] == ["ls4_anderson_ams_1960_frames", "ls4_compiled_index", "ls4_discovery",
-                              "ls4_travis_usda_1951_index", "ls4_uploads"]
+                              "ls4_maintenance", "ls4_travis_usda_1951_index", "ls4_uploads"]
     assert "ls4_ops.operators" in parsed["modules"]
     assert [name for name in parsed["modules"] if name.startswith(TASK_ONLY)] == []
     # The factory pauses the garbage collector while it builds, and only then.
@@ -60,7 +60,8 @@ def test_the_upload_router_exists_only_where_the_bucket_sends_events(tmp_path):
 def test_a_task_builds_only_its_own_collection_dag(tmp_path):
     """Before a task runs, Airflow parses its DAG file with the DAG id in the parsing context."""
     parsed = parse_dag_folder(tmp_path, _AIRFLOW_PARSING_CONTEXT_DAG_ID="ls4_travis_usda_1951_index")
-    assert parsed["dags"] == ["ls4_compiled_index", "ls4_discovery", "ls4_travis_usda_1951_index", "ls4_uploads"]
+    assert parsed["dags"] == ["ls4_compiled_index", "ls4_discovery", "ls4_maintenance", "ls4_travis_usda_1951_index",
+                              "ls4_uploads"]
 
 
 def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_every_frame():

@@ -9,9 +9,11 @@ from ls4_ops.layout import (
     LayoutError,
     OriginalScans,
     frame_attributes,
+    is_collection_output,
     is_folder_marker,
     is_output_key,
     parse_key,
+    published_collection,
     scanned_stems,
     validate_identifier,
 )
@@ -214,3 +216,29 @@ def test_index_sheet_names_round_trip_to_their_untiled_scan(agency, year, sheet,
 def test_folder_markers_are_not_uploads():
     assert is_folder_marker("nc/anderson/ams_1960/frames/georef/")
     assert not is_folder_marker("nc/anderson/ams_1960/frames/georef/x.tif")
+
+
+@given(collections, st.integers(0, 10**6), st.integers(0, 20))
+def test_what_ls4_writes_beside_the_cogs_and_in_mapfiles_is_recognised_as_its_own(collection, generation, zoom):
+    assert is_collection_output(collection.overview_key(generation, zoom))
+    assert is_collection_output(collection.tile_index_zip_key)
+    assert is_collection_output(collection.tile_index_key(".dbf"))
+    assert published_collection(collection.mapfile_key) == (collection.name, ".map")
+    assert published_collection(collection.preview_key) == (collection.name, ".html")
+
+
+@pytest.mark.parametrize("key", [
+    "nc/anderson/ams_1960/frames/cog/tile_index/notes.txt",
+    "nc/anderson/ams_1960/frames/cog/overview/other_overview_1_z14.tif",
+    "nc/anderson/ams_1960/frames/cog/elsewhere/anderson_ams_1960_frames.shp",
+    "nc/anderson/ams_1960/frames/georef/tile_index/anderson_ams_1960_frames.shp",
+    "nc/anderson/ams_1960/frames/cog/x.tif",
+])
+def test_other_keys_under_cog_are_not_taken_for_index_or_overview_files(key):
+    assert not is_collection_output(key)
+
+
+@pytest.mark.parametrize("key", ["mapfiles/notes.txt", "mapfiles/sub/x.map", "mapfiles/Anderson.map",
+                                 "mapfiles/x.map.bak", "mapfiles/", "other/x.map"])
+def test_only_collection_mapfiles_and_pages_are_published_names(key):
+    assert published_collection(key) is None

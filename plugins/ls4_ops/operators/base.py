@@ -80,7 +80,7 @@ class Ls4Operator(BaseOperator):
         to this task's run in Airflow."""
         ti = get_current_context()["ti"]
         send([Notification(subject=notice.subject, reason=notice.reason, key=notice.key, etag=notice.etag,
-                           collection=self.collection_name or collection_of(notice.key),
+                           collection=notice.collection or self.collection_name or collection_of(notice.key),
                            source=f"{self.dag_id}.{self.task_id}", run_id=ti.run_id, run_url=ti.log_url)
               for notice in notices],
              settings=self.settings, aws_conn_id=self.aws_conn_id, postgis=self.postgis)
