@@ -88,14 +88,15 @@ class AirflowApi:
         """The run's page in the Airflow UI."""
         return f"{self.base_url}/dags/{_quote(run.dag_id)}/runs/{_quote(run.run_id)}"
 
-    def dag_ids(self, prefix: str) -> set[str]:
-        """Ids of the DAGs whose id starts with ``prefix``."""
-        ids: set[str] = set()
-        while True:
-            page = self._get("/api/v2/dags", dag_id_prefix_pattern=prefix, limit=100, offset=len(ids))
-            ids.update(dag["dag_id"] for dag in page["dags"])
-            if not page["dags"] or len(ids) >= page["total_entries"]:
-                return ids
+    def has_dag(self, dag_id: str) -> bool:
+        """Whether the API server knows the DAG (its DAG processor has parsed it)."""
+        try:
+            self._get(f"/api/v2/dags/{_quote(dag_id)}")
+        except AirflowApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def is_paused(self, dag_id: str) -> bool:
         return bool(self._get(f"/api/v2/dags/{_quote(dag_id)}")["is_paused"])
