@@ -1,9 +1,9 @@
 """The ``ls4`` command: what operators ask of ls4 from a terminal.
 
-    ls4 status [COLLECTION]                  frames, pending, failed, last run, WMS URL
-    ls4 where KEY                            where an upload is in the pipeline, and why
+    ls4 status [COLLECTION]                    frames, pending, failed, last run, WMS URL
+    ls4 where KEY                              where an upload is in the pipeline, and why
     ls4 reprocess COLLECTION [KEY...|--force]  a manual run through Airflow's REST API
-    ls4 failures [--since 7d]                uploads that failed, with the reason
+    ls4 failures [--since 7d]                  uploads that failed, with the reason
 
 It reads the same settings as the rest of ls4 (``LS4_*``: the bucket and S3
 endpoint, PostGIS as ``LS4_PG_*``, the WMS; ``source include/stack/env.sh``
@@ -12,9 +12,10 @@ API over the network: no Airflow import, no file of the repository. A
 service it cannot reach is named in one line on stderr, with how to start
 it, and the exit status is 3.
 
-Commands are ``add_*`` functions in ``COMMANDS``; the decisions they print
-are pure functions (here and in ``upload_status``), the I/O is in
-``Services`` and the ``gather_*`` functions.
+A command is a ``run_NAME(args, services) -> Output`` function, whose
+docstring is its ``--help``, and an ``add_NAME`` in ``COMMANDS`` that gives
+it its arguments. The decisions they print are pure functions (here and in
+``upload_status``); the I/O is in ``Services`` and the ``gather_*`` functions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ElementTree
@@ -41,7 +43,7 @@ from ls4_ops.mapfile import FORMAT, FORMAT_METADATA, mapfile_url
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
 from ls4_ops.settings import Settings
-from ls4_ops.upload_status import Failure, Stage, UploadFacts, collection_counts, stopped_at, where
+from ls4_ops.upload_status import Failure, Stage, UploadFacts, collection_counts, stopped_at, utc, where
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
@@ -91,10 +93,6 @@ def parse_since(text: str, now: datetime) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (30m, 12h, 7d, 2w) nor a date (2026-12-01, 2026-12-01T08:00)") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def utc(moment: datetime | None) -> str:
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -148,9 +146,8 @@ class Services:
     """The connections a command needs, opened when first used; a service that does not answer
     raises :class:`Unreachable`."""
 
-    def __init__(self, environ=os.environ):
-        self.environ = environ
-        self.settings = Settings.from_env(environ)
+    def __init__(self):
+        self.settings = Settings.from_env()
 
     @cached_property
     def s3_endpoint(self) -> S3Endpoint:
@@ -197,11 +194,11 @@ class Services:
         from sqlalchemy import create_engine
         from sqlalchemy.engine import URL
 
-        missing = [name for name in PG_VARIABLES if not self.environ.get(name)]
+        env = os.environ
+        missing = [name for name in PG_VARIABLES if not env.get(name)]
         if missing:
             raise CommandError(f"{', '.join(missing)} not set: PostGIS is described by LS4_PG_* "
                                "(`source include/stack/env.sh` for the local stack)")
-        env = self.environ
         url = URL.create("postgresql+psycopg2", username=env["LS4_PG_USER"], password=env["LS4_PG_PASSWORD"],
                          host=env["LS4_PG_HOST"], port=int(env["LS4_PG_PORT"]), database=env["LS4_PG_DB"])
         return create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
@@ -213,14 +210,15 @@ class Services:
         try:
             connection = self.postgis.connect()
         except OperationalError as error:
-            raise Unreachable("PostGIS", f"{self.postgis.url.host}:{self.postgis.url.port} (database "
-                              f"{self.postgis.url.database})", "postgis", error.orig or error) from None
+            url = self.postgis.url
+            raise Unreachable("PostGIS", f"{url.host}:{url.port}/{url.database}", "postgis",
+                              error.orig or error) from None
         with connection:
             yield connection
 
     @cached_property
     def airflow(self) -> AirflowApi:
-        return AirflowApi.from_env(self.environ)
+        return AirflowApi.from_env()
 
     @contextmanager
     def reaching_airflow(self) -> Iterator[AirflowApi]:
@@ -258,7 +256,7 @@ def recorded_failures(connection, *, key: str | None = None, since: datetime | N
     return [Failure(*row) for row in rows]
 
 
-def georef_uploads(services: Services) -> dict[Collection, list[S3Object]]:
+def gather_georef_uploads(services: Services) -> dict[Collection, list[S3Object]]:
     """Every collection with georef uploads, and those uploads (one listing of each band prefix)."""
     objects = {obj.key: obj for prefix in BAND_PREFIXES for obj in services.list_objects(prefix)}
     return {collection: [objects[key] for key in keys]
@@ -269,9 +267,9 @@ def gather_upload_facts(services: Services, upload: UploadKey, head: dict | None
     collection = upload.collection
     obj = None if head is None else S3Object(upload.key, head["ETag"].strip('"'), head["ContentLength"],
                                              head.get("LastModified"))
-    # Uploads that make the same COG: the same name, .tif or .TIF.
-    same_cog = [other for other in services.list_objects(f"{collection.prefix('georef')}{upload.stem}.")
-                if other.key.rsplit("/", 1)[-1].rpartition(".")[0] == upload.stem]
+    # Uploads that may make the same COG (the same name, .tif or .TIF), and a few others it is
+    # told apart from by where().
+    same_cog = services.list_objects(f"{collection.prefix('georef')}{upload.stem}.")
     with services.database() as connection:
         failure = next(iter(recorded_failures(connection, key=upload.key)), None)
         row = tileindex.indexed(connection, collection).get(upload.cog_key)
@@ -290,7 +288,14 @@ def gather_upload_facts(services: Services, upload: UploadKey, head: dict | None
 # --- commands -------------------------------------------------------------------------------------
 
 def run_status(args, services: Services) -> Output:
-    uploads = georef_uploads(services)
+    """Frames, pending and failed uploads, last run and WMS of each collection.
+
+    Per collection: FRAMES (rows of its tile index), PENDING (georef uploads whose current
+    version is not in the index yet), FAILED (uploads whose current version failed; runs
+    leave them alone until a new version comes), its DAG's LAST RUN (Airflow API) and the
+    WMS URL to put in a GIS. Needs S3, PostGIS and the Airflow API.
+    """
+    uploads = gather_georef_uploads(services)
     if args.collection:
         uploads = {c: objs for c, objs in uploads.items() if c.name == args.collection}
         if not uploads:
@@ -309,15 +314,17 @@ def run_status(args, services: Services) -> Output:
                 if error.status != 404:
                     raise CommandError(f"Airflow API: {error}") from None
                 runs[collection] = (False, None)
-    data = []
+    data, rows = [], []
     for collection in sorted(uploads):
         has_dag, run = runs[collection]
-        data.append({"collection": collection.name, "dag_id": collection.dag_id, **asdict(counts[collection]),
+        counts_of = counts[collection]
+        wms = mapfile_url(collection, services.settings.wms_url)
+        data.append({"collection": collection.name, "dag_id": collection.dag_id, **asdict(counts_of),
                      "last_run": None if run is None else {"state": run.state, "run_id": run.run_id,
                                                            "time": run.last_change.isoformat()},
-                     "has_dag": has_dag, "wms_url": mapfile_url(collection, services.settings.wms_url)})
-    rows = [[d["collection"], d["frames"], d["pending"], d["failed"], last_run_text(runs[c][1], d["has_dag"]),
-             d["wms_url"]] for c, d in zip(sorted(uploads), data)]
+                     "has_dag": has_dag, "wms_url": wms})
+        rows.append([collection.name, counts_of.frames, counts_of.pending, counts_of.failed,
+                     last_run_text(run, has_dag), wms])
     text = table(["COLLECTION", "FRAMES", "PENDING", "FAILED", "LAST RUN", "WMS"], rows) if rows else \
         f"no collection has georef uploads in s3://{services.settings.bucket}"
     return Output(data, text)
@@ -334,6 +341,13 @@ def where_text(key: str, stages: list[Stage], note: str = "") -> str:
 
 
 def run_where(args, services: Services) -> Output:
+    """Where an upload is in the pipeline, and why.
+
+    Follows one upload: uploaded (S3 HEAD, ETag) -> not failed (recorded failures) ->
+    cog (made from this version) -> indexed (PostGIS row) -> served (published mapfile,
+    WMS capabilities), saying at each stage why, in plain words. Needs S3, PostGIS and
+    MapServer.
+    """
     key, note = key_of(args.key, services.settings.bucket), ""
     try:
         upload = parse_key(key)
@@ -366,6 +380,17 @@ def _where_output(key: str, stages: list[Stage], note: str = "") -> Output:
 
 
 def run_reprocess(args, services: Services) -> Output:
+    """Start a run of a collection's DAG through Airflow's REST API.
+
+    Queues a manual run of the collection's DAG:
+      ls4 reprocess C KEY...   those uploads, even when current or failed before
+      ls4 reprocess C --force  every upload of the collection
+      ls4 reprocess C          what changed (as a scheduled run)
+    A KEY is the georef key, its s3:// URL or the file name alone; a key the run cannot
+    process fails its plan task, naming each. The API: LS4_AIRFLOW_URL (default
+    http://127.0.0.1:$LS4_AIRFLOW_PORT), as LS4_AIRFLOW_USER / LS4_AIRFLOW_PASSWORD when
+    set (else the simple auth manager's all-admins token).
+    """
     conf = run_conf(args.keys, args.force)
     try:
         validate_identifier(args.collection)
@@ -395,6 +420,12 @@ def run_reprocess(args, services: Services) -> Output:
 
 
 def run_failures(args, services: Services) -> Output:
+    """Uploads that failed, with the reason, newest first.
+
+    Uploads whose processing failed for a reason inside the file (unreadable, not
+    georeferenced, 16-bit, ...): runs leave such a version alone until a new one is
+    uploaded (or `ls4 reprocess C KEY`). Needs PostGIS.
+    """
     with services.database() as connection:
         found = recorded_failures(connection, since=args.since)
     data = [{**asdict(failure), "failed": failure.failed.isoformat()} for failure in found]
@@ -406,58 +437,41 @@ def run_failures(args, services: Services) -> Output:
 
 # --- the parser -------------------------------------------------------------------------------------
 
-def add_command(commands, name: str, run: Callable[[argparse.Namespace, Services], Output],
-                common: argparse.ArgumentParser, summary: str, description: str) -> argparse.ArgumentParser:
-    """A subcommand that ``run`` carries out; ``common`` gives it --json."""
-    parser = commands.add_parser(name, parents=[common], help=summary, description=description,
+def add_command(commands, run: Callable[[argparse.Namespace, Services], Output],
+                common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand ``run_NAME`` carries out, its help from that function's docstring;
+    ``common`` gives it --json."""
+    summary, _, details = run.__doc__.partition("\n")
+    parser = commands.add_parser(run.__name__.removeprefix("run_"), parents=[common], help=summary.rstrip("."),
+                                 description=f"{summary}\n\n{textwrap.dedent(details).strip()}",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(run=run)
     return parser
 
 
 def add_status(commands, common) -> None:
-    parser = add_command(commands, "status", run_status, common, "frames, pending and failed uploads, last run, WMS",
-                         "Per collection: FRAMES (rows of its tile index), PENDING (georef uploads whose current\n"
-                         "version is not in the index yet), FAILED (uploads whose current version failed; runs\n"
-                         "leave them alone until a new version comes), its DAG's LAST RUN (Airflow API) and the\n"
-                         "WMS URL to put in a GIS. Needs S3, PostGIS and the Airflow API.")
-    parser.add_argument("collection", nargs="?", metavar="COLLECTION",
-                        help="one collection, e.g. sample_tops_1975_frames (default: every collection)")
+    add_command(commands, run_status, common).add_argument(
+        "collection", nargs="?", metavar="COLLECTION",
+        help="one collection, e.g. sample_tops_1975_frames (default: every collection)")
 
 
 def add_where(commands, common) -> None:
-    parser = add_command(commands, "where", run_where, common, "where an upload is in the pipeline, and why",
-                         "Follows one upload: uploaded (S3 HEAD, ETag) -> not failed (recorded failures) ->\n"
-                         "COG (made from this version) -> indexed (PostGIS row) -> served (published mapfile,\n"
-                         "WMS capabilities), saying at each stage why, in plain words. Needs S3, PostGIS\n"
-                         "and MapServer.")
-    parser.add_argument("key", metavar="KEY", help="a georef key or its s3://bucket/ URL (a COG's key follows "
-                                                   "the upload it was made from)")
+    add_command(commands, run_where, common).add_argument(
+        "key", metavar="KEY", help="a georef key or its s3://bucket/ URL (a COG's key follows the upload it was "
+                                   "made from)")
 
 
 def add_reprocess(commands, common) -> None:
-    parser = add_command(commands, "reprocess", run_reprocess, common, "start a collection's DAG (Airflow REST API)",
-                         "Queues a manual run of the collection's DAG through Airflow's REST API:\n"
-                         "  ls4 reprocess C KEY...   those uploads, even when current or failed before\n"
-                         "  ls4 reprocess C --force  every upload of the collection\n"
-                         "  ls4 reprocess C          what changed (as a scheduled run)\n"
-                         "A KEY is the georef key, its s3:// URL or the file name alone. A key the run cannot\n"
-                         "process fails its plan task, naming each. The API: LS4_AIRFLOW_URL (default\n"
-                         "http://127.0.0.1:$LS4_AIRFLOW_PORT), as LS4_AIRFLOW_USER / LS4_AIRFLOW_PASSWORD\n"
-                         "when set (else the simple auth manager's all-admins token).")
+    parser = add_command(commands, run_reprocess, common)
     parser.add_argument("collection", metavar="COLLECTION", help="e.g. sample_tops_1975_frames")
     parser.add_argument("keys", nargs="*", metavar="KEY", help="uploads to reprocess (default: what changed)")
     parser.add_argument("--force", action="store_true", help="reprocess the whole collection")
 
 
 def add_failures(commands, common) -> None:
-    parser = add_command(commands, "failures", run_failures, common, "uploads that failed, with the reason",
-                         "Uploads whose processing failed for a reason inside the file (unreadable, not\n"
-                         "georeferenced, 16-bit, ...), newest first: runs leave such a version alone until a\n"
-                         "new one is uploaded (or `ls4 reprocess C KEY`). Needs PostGIS.")
-    parser.add_argument("--since", type=lambda text: parse_since(text, datetime.now(timezone.utc)),
-                        metavar="DURATION_OR_DATE", help="only failures since then: 30m, 12h, 7d, 2w, or "
-                                                         "2026-12-01[T08:00] (UTC)")
+    add_command(commands, run_failures, common).add_argument(
+        "--since", type=lambda text: parse_since(text, datetime.now(timezone.utc)), metavar="DURATION_OR_DATE",
+        help="only failures since then: 30m, 12h, 7d, 2w, or 2026-12-01[T08:00] (UTC)")
 
 
 COMMANDS = (add_status, add_where, add_reprocess, add_failures)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from ls4_ops.layout import Collection, UploadKey
 from ls4_ops.mapfile import mapfile_url
 from ls4_ops.plan import CogSource, S3Object, uploads_by_cog
 from ls4_ops.tileindex import IndexedCog
+
+
+def utc(moment: datetime | None) -> str:
+    """A time as operators read it, whatever zone it came in (S3's, the database session's)."""
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ class UploadFacts:
     upload: UploadKey
     bucket: str
     head: S3Object | None  # the object itself; None when there is none
-    same_cog: list[S3Object] = field(default_factory=list)  # georef uploads that make its COG (itself too)
+    # Georef uploads of the same name (a .tif and a .TIF make one COG); empty: none listed.
+    same_cog: list[S3Object] = field(default_factory=list)
     failure: Failure | None = None
     cog: CogSource | None = None  # the COG's source metadata; None when there is no COG
     row: IndexedCog | None = None  # the COG's row of the tile index
@@ -101,54 +107,60 @@ def where(facts: UploadFacts, wms_url: str) -> list[Stage]:
     superseded = dict(problems).get(upload.key)
     if superseded:
         return [Stage("uploaded", False, superseded)]
-    stages = [Stage("uploaded", True, f"{location}, {head.size:,} bytes, ETag {head.etag}"
-                                    + (f", uploaded {head.last_modified:%Y-%m-%d %H:%M:%S %Z}".rstrip()
-                                       if head.last_modified else ""))]
-    stages.append(_failure_stage(facts, head))
-    stages.append(_cog_stage(facts, head, failed=not stages[-1].done))
-    stages.append(_row_stage(facts, head, failed=not stages[-2].done))
-    stages.append(_wms_stage(facts, wms_url, indexed=stages[-1].done))
-    return stages
+    uploaded = Stage("uploaded", True, f"{location}, {head.size:,} bytes, ETag {head.etag}"
+                                       + (f", uploaded {utc(head.last_modified)}" if head.last_modified else ""))
+    not_failed = _failure_stage(facts, head)
+    cog = _cog_stage(facts, head, failed=not not_failed.done)
+    row = _row_stage(facts, head, failed=not not_failed.done)
+    return [uploaded, not_failed, cog, row, _wms_stage(facts, wms_url, indexed=row.done)]
 
 
 def _failure_stage(facts: UploadFacts, head: S3Object) -> Stage:
     failure = facts.failure
     if failure is None:
         return Stage("not failed", True, "no failure recorded")
-    when = f"{failure.failed:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+    when = utc(failure.failed)
     if failure.etag != head.etag:
-        return Stage("not failed", True, f"an earlier version (ETag {failure.etag}) failed at {when}: {failure.reason}; "
-                                      "this version has not failed")
-    return Stage("not failed", False, f"this version failed at {when}: {failure.reason}. Runs leave it alone until "
-                                   f"a new version is uploaded; `ls4 reprocess {facts.upload.collection.name} "
-                                   f"{facts.upload.key}` tries it again")
+        return Stage("not failed", True, f"an earlier version (ETag {failure.etag}) failed at {when}: "
+                                         f"{failure.reason}; this version has not failed")
+    return Stage("not failed", False, f"this version failed at {when}: {failure.reason}. Runs leave it alone "
+                                      f"until a new version is uploaded; `ls4 reprocess "
+                                      f"{facts.upload.collection.name} {facts.upload.key}` tries it again")
+
+
+def _version_stage(name: str, made_from: str | None, head: S3Object, failed: bool, *, missing: str, other: str,
+                   failed_reason: str, done: str) -> Stage:
+    """A stage whose product (the COG, the row) is made from some version of the upload (``made_from``:
+    that version's ETag; None when there is no product)."""
+    if made_from == head.etag:
+        return Stage(name, True, done)
+    if failed:
+        return Stage(name, False, failed_reason)
+    return Stage(name, False, missing if made_from is None else other)
 
 
 def _cog_stage(facts: UploadFacts, head: S3Object, failed: bool) -> Stage:
     cog_key = facts.upload.cog_key
-    if failed and (facts.cog is None or facts.cog.etag != head.etag):
-        return Stage("cog", False, f"none of this version at {cog_key}: processing it failed (see above)")
-    if facts.cog is None:
-        return Stage("cog", False, f"no COG at {cog_key} yet: the collection's next run makes it (runs start on "
-                                   "upload events; `ls4 status` shows the last run)")
-    if facts.cog.etag != head.etag:
-        return Stage("cog", False, f"{cog_key} was made from another version of the upload (ETag "
-                                   f"{facts.cog.etag or 'unknown'}): the collection's next run replaces it")
-    return Stage("cog", True, f"{cog_key}, made from this version")
+    return _version_stage(
+        "cog", facts.cog.etag if facts.cog else None, head, failed,
+        missing=f"no COG at {cog_key} yet: the collection's next run makes it (runs start on upload events; "
+                "`ls4 status` shows the last run)",
+        other=f"{cog_key} was made from another version of the upload (ETag {facts.cog.etag if facts.cog else ''}"
+              "): the collection's next run replaces it",
+        failed_reason=f"none of this version at {cog_key}: processing it failed (see above)",
+        done=f"{cog_key}, made from this version")
 
 
 def _row_stage(facts: UploadFacts, head: S3Object, failed: bool) -> Stage:
     table = facts.upload.collection.table
-    if failed and (facts.row is None or facts.row.source_etag != head.etag):
-        return Stage("indexed", False, f"no row of this version in PostGIS table {table}: processing it failed")
-    if facts.row is None:
-        return Stage("indexed", False, f"no row for {facts.upload.cog_key} in the tile index (PostGIS table "
-                                     f"{table}): the collection's next run adds it, without raster work when "
-                                     "the COG is current")
-    if facts.row.source_etag != head.etag:
-        return Stage("indexed", False, f"the row in PostGIS table {table} shows another version (ETag "
-                                     f"{facts.row.source_etag}): the next run replaces it")
-    return Stage("indexed", True, f"row in PostGIS table {table}")
+    return _version_stage(
+        "indexed", facts.row.source_etag if facts.row else None, head, failed,
+        missing=f"no row for {facts.upload.cog_key} in the tile index (PostGIS table {table}): the collection's "
+                "next run adds it, without raster work when the COG is current",
+        other=f"the row in PostGIS table {table} shows another version (ETag "
+              f"{facts.row.source_etag if facts.row else ''}): the next run replaces it",
+        failed_reason=f"no row of this version in PostGIS table {table}: processing it failed",
+        done=f"row in PostGIS table {table}")
 
 
 def _wms_stage(facts: UploadFacts, wms_url: str, indexed: bool) -> Stage:

@@ -341,9 +341,10 @@ def test_client_url_defaults_to_the_local_stacks_port():
     assert AirflowApi.from_env({"LS4_AIRFLOW_URL": "https://af.example/"}).base_url == "https://af.example"
 
 
-def test_reprocess_of_a_name_that_is_no_collection_fails_before_any_request(tmp_path):
+def test_reprocess_of_a_name_that_is_no_collection_fails_before_any_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("LS4_REGISTRY", str(tmp_path / "registry.json"))
     args = argparse.Namespace(collection="Robert'); DROP TABLE", keys=[], force=False)
-    services = cli.Services({"LS4_REGISTRY": str(tmp_path / "registry.json")})
+    services = cli.Services()
     with pytest.raises(cli.CommandError, match="not a collection name"):
         cli.run_reprocess(args, services)
     assert "airflow" not in services.__dict__
