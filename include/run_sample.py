@@ -6,9 +6,7 @@ collection whose WMS already answers is only checked.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import urllib.request
 
@@ -19,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from include.synthetic import make_frame  # noqa: E402
+from ls4_ops.airflow_api import AirflowApi, AirflowUnreachable  # noqa: E402
 from ls4_ops.layout import Collection, parse_key  # noqa: E402
 from ls4_ops.mapfile import mapfile_url  # noqa: E402
 from ls4_ops.preview import preview_url  # noqa: E402
@@ -36,11 +35,6 @@ SAMPLES = {
 TIMEOUT = 900
 # Both sample collections lie side by side in this box (EPSG:3857).
 SAMPLE_BBOX = transform_bounds(UTM, "EPSG:3857", ORIGIN[0], ORIGIN[1], ORIGIN[0] + 3 * FRAME[0], ORIGIN[1] + FRAME[1])
-
-
-def airflow(*args: str) -> str:
-    airflow_bin = os.path.join(os.environ["LS4_VENV"], "bin", "airflow")
-    return subprocess.run([airflow_bin, *args], check=True, capture_output=True, text=True).stdout
 
 
 def upload_samples(client, bucket: str, folder: str) -> None:
@@ -71,18 +65,9 @@ def wait_for(what: str, check, timeout: float = TIMEOUT, interval: float = 5) ->
     except TimeoutError:
         raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; "
                          f"see {os.environ['LS4_STATE_DIR']}/log/") from None
-
-
-def dag_ids() -> set[str]:
-    output = airflow("dags", "list", "-o", "plain")
-    return {line.split()[0] for line in output.splitlines() if line.startswith("ls4_")}
-
-
-def last_run_state(dag_id: str) -> str | None:
-    # The CLI prints warnings into stdout too: the JSON is the line that is a list.
-    lines = airflow("dags", "list-runs", dag_id, "-o", "json").splitlines()
-    runs = next((json.loads(line) for line in lines if line.startswith(("[{", "[]"))), [])
-    return runs[0]["state"] if runs else None
+    except AirflowUnreachable as error:
+        raise SystemExit(f"the Airflow API does not answer ({error}) while waiting for {what}; "
+                         f"see {os.environ['LS4_STATE_DIR']}/log/airflow.log") from None
 
 
 def wms_answers(collection: Collection, wms_url: str) -> bool:
@@ -107,15 +92,17 @@ def main() -> None:
         return
     # No trigger by hand: the scheduled ls4_discovery DAG finds the new
     # collections, and their DAGs run as soon as they are parsed.
+    api = AirflowApi.from_env()
     wanted = {c.dag_id for c in collections}
-    wait_for("the collection DAGs", lambda: wanted <= dag_ids())
+    wait_for("the collection DAGs", lambda: all(api.has_dag(dag_id) for dag_id in wanted))
     for collection in sorted(collections):
         if wms_answers(collection, settings.wms_url):
             continue
         # A new DAG runs by itself; an existing one whose WMS does not answer
         # (a state dir from an older ls4) is run now rather than at the next interval.
-        if last_run_state(collection.dag_id) not in ("queued", "running"):
-            airflow("dags", "trigger", collection.dag_id)
+        last = api.last_run(collection.dag_id)
+        if last is None or last.state not in ("queued", "running"):
+            api.trigger(collection.dag_id, conf={})
         wait_for(f"the WMS of {collection.name} (DAG {collection.dag_id})",
                  lambda: wms_answers(collection, settings.wms_url))
     print_urls(collections, settings)

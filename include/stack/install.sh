@@ -12,8 +12,11 @@ DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-
 # Machines of this kind come with Node.js and npm; Debian's npm where they don't.
 command -v npm >/dev/null || DEB_PACKAGES+=(npm)
 LOCK="$LS4_ROOT/requirements.lock"
-# Names what the sync did: a venv synced without bytecode is synced again.
-STAMP="$LS4_VENV/.ls4-synced-bytecode"
+# ls4 itself (ls4_ops from plugins/, its `ls4` command), installed editable.
+PYPROJECT="$LS4_ROOT/pyproject.toml"
+# Names what the sync did: a venv synced without bytecode, or without ls4
+# installed into it, is synced again.
+STAMP="$LS4_VENV/.ls4-synced-with-project"
 # Served by lighttpd at /vendor/leaflet/ (stack.sh): preview pages load no CDN.
 # Pinned like requirements.lock: the npm registry's integrity of that version.
 LEAFLET=leaflet@1.9.4
@@ -73,12 +76,17 @@ find_uv() {
 }
 
 install_python() {
-    if [ -x "$LS4_VENV/bin/python" ] && [ -e "$STAMP" ] && [ ! "$LOCK" -nt "$STAMP" ]; then
+    if [ -x "$LS4_VENV/bin/python" ] && [ -x "$LS4_VENV/bin/ls4" ] && [ -e "$STAMP" ] \
+        && [ ! "$LOCK" -nt "$STAMP" ] && [ ! "$PYPROJECT" -nt "$STAMP" ]; then
         log "venv up to date ($LS4_VENV)"
         return
     fi
     local uv
     uv="$(find_uv || true)"
+    # ls4 goes in without resolving anything (the lock pinned every dependency)
+    # and without build isolation: setuptools comes from the lock too, so
+    # nothing is fetched to build it. A sync removes it (it is not in the
+    # lock), so it is installed after every sync.
     if [ -n "$uv" ]; then
         # A system Python 3.11 only: nothing outside the registries is reachable.
         [ -x "$LS4_VENV/bin/python" ] \
@@ -88,10 +96,14 @@ install_python() {
         # boto3, Airflow and the rest again (PYTHONDONTWRITEBYTECODE is common
         # in containers), ~0.4 s of each DAG-folder parse here.
         "$uv" pip sync --compile-bytecode --python "$LS4_VENV/bin/python" "$LOCK"
+        log "uv pip install -e $LS4_ROOT (the ls4 command)"
+        "$uv" pip install --quiet --no-deps --no-build-isolation --python "$LS4_VENV/bin/python" -e "$LS4_ROOT"
     else
         [ -x "$LS4_VENV/bin/python" ] || python3.11 -m venv "$LS4_VENV"
         log "pip install --require-hashes -r $LOCK"
         "$LS4_VENV/bin/python" -m pip install --quiet --require-hashes -r "$LOCK"
+        log "pip install -e $LS4_ROOT (the ls4 command)"
+        "$LS4_VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$LS4_ROOT"
     fi
     touch "$STAMP"
 }
