@@ -43,6 +43,6 @@ def postgis_engine():
     """A SQLAlchemy engine on the stack's PostGIS, as the ``LS4_PG_*`` variables describe it."""
     from sqlalchemy import create_engine
 
-    env = os.environ
-    return create_engine(f"postgresql+psycopg2://{env['LS4_PG_USER']}:{env['LS4_PG_PASSWORD']}@"
-                         f"{env['LS4_PG_HOST']}:{env['LS4_PG_PORT']}/{env['LS4_PG_DB']}")
+    from ls4_ops.settings import postgis_url
+
+    return create_engine(postgis_url())

@@ -4,6 +4,7 @@
     ls4 where KEY                              where an upload is in the pipeline, and why
     ls4 reprocess COLLECTION [KEY...|--force]  a manual run through Airflow's REST API
     ls4 failures [--since 7d]                  uploads that failed, with the reason
+    ls4 maintenance [--dry-run]                the daily maintenance, now
 
 It reads the same settings as the rest of ls4 (``LS4_*``: the bucket and S3
 endpoint, PostGIS as ``LS4_PG_*``, the WMS; ``source include/stack/env.sh``
@@ -35,19 +36,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 
-from ls4_ops import failures, registry, tileindex
+from ls4_ops import failures, maintenance, registry, tileindex
 from ls4_ops.airflow_api import AirflowApi, AirflowApiError, AirflowUnreachable, DagRun
 from ls4_ops.layout import BAND_PREFIXES, Collection, LayoutError, UploadKey, is_output_key, parse_key, \
     validate_identifier
 from ls4_ops.mapfile import FORMAT, FORMAT_METADATA, mapfile_url
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
-from ls4_ops.settings import Settings
-from ls4_ops.upload_status import Failure, Stage, UploadFacts, collection_counts, stopped_at, utc, where
+from ls4_ops.settings import Settings, postgis_url
+from ls4_ops.upload_status import Stage, UploadFacts, collection_counts, stopped_at, utc, where
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
-PG_VARIABLES = ("LS4_PG_HOST", "LS4_PG_PORT", "LS4_PG_DB", "LS4_PG_USER", "LS4_PG_PASSWORD")
 CONNECT_TIMEOUT_SECONDS = 10
 
 
@@ -155,7 +155,11 @@ class Services:
 
     @cached_property
     def s3(self):
-        return self.s3_endpoint.boto3_client()
+        from botocore.config import Config
+
+        # Fail in seconds, not after botocore's default retries, when the endpoint is down.
+        return self.s3_endpoint.boto3_client(config=Config(retries={"max_attempts": 2},
+                                                           connect_timeout=CONNECT_TIMEOUT_SECONDS))
 
     @contextmanager
     def reaching_s3(self) -> Iterator[None]:
@@ -192,15 +196,12 @@ class Services:
     @cached_property
     def postgis(self):
         from sqlalchemy import create_engine
-        from sqlalchemy.engine import URL
 
-        env = os.environ
-        missing = [name for name in PG_VARIABLES if not env.get(name)]
-        if missing:
-            raise CommandError(f"{', '.join(missing)} not set: PostGIS is described by LS4_PG_* "
-                               "(`source include/stack/env.sh` for the local stack)")
-        url = URL.create("postgresql+psycopg2", username=env["LS4_PG_USER"], password=env["LS4_PG_PASSWORD"],
-                         host=env["LS4_PG_HOST"], port=int(env["LS4_PG_PORT"]), database=env["LS4_PG_DB"])
+        try:
+            url = postgis_url()
+        except KeyError as missing:
+            raise CommandError(f"{missing.args[0]} not set: PostGIS is described by LS4_PG_* "
+                               "(`source include/stack/env.sh` for the local stack)") from None
         return create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
 
     @contextmanager
@@ -243,19 +244,6 @@ class Services:
             self.postgis.dispose()
 
 
-def recorded_failures(connection, *, key: str | None = None, since: datetime | None = None) -> list[Failure]:
-    """Rows of ``ls4.upload_failures`` (of one key, or since a time), newest first."""
-    from sqlalchemy import text
-
-    if connection.execute(text("SELECT to_regclass(:table)"), {"table": failures.TABLE}).scalar() is None:
-        return []
-    rows = connection.execute(text(
-        f"SELECT key, etag, reason, failed FROM {failures.TABLE} WHERE (CAST(:key AS text) IS NULL OR key = :key) "
-        "AND (CAST(:since AS timestamptz) IS NULL OR failed >= :since) ORDER BY failed DESC, key"),
-        {"key": key, "since": since})
-    return [Failure(*row) for row in rows]
-
-
 def gather_georef_uploads(services: Services) -> dict[Collection, list[S3Object]]:
     """Every collection with georef uploads, and those uploads (one listing of each band prefix)."""
     objects = {obj.key: obj for prefix in BAND_PREFIXES for obj in services.list_objects(prefix)}
@@ -271,7 +259,7 @@ def gather_upload_facts(services: Services, upload: UploadKey, head: dict | None
     # told apart from by where().
     same_cog = services.list_objects(f"{collection.prefix('georef')}{upload.stem}.")
     with services.database() as connection:
-        failure = next(iter(recorded_failures(connection, key=upload.key)), None)
+        failure = next(iter(failures.recorded(connection, key=upload.key)), None)
         row = tileindex.indexed(connection, collection).get(upload.cog_key)
         generation = tileindex.generation(connection, collection)
     cog_head = services.head(upload.cog_key)
@@ -427,12 +415,28 @@ def run_failures(args, services: Services) -> Output:
     uploaded (or `ls4 reprocess C KEY`). Needs PostGIS.
     """
     with services.database() as connection:
-        found = recorded_failures(connection, since=args.since)
+        found = failures.recorded(connection, since=args.since)
     data = [{**asdict(failure), "failed": failure.failed.isoformat()} for failure in found]
     since = f" since {utc(args.since)}" if args.since else ""
     text = table(["FAILED AT", "KEY", "REASON"], [[utc(f.failed), f.key, f.reason] for f in found]) if found else \
         f"no failed upload recorded{since}"
     return Output(data, text)
+
+
+def run_maintenance(args, services: Services) -> Output:
+    """Check mapfiles against tables and the bucket against its layout, as the daily DAG does.
+
+    Orphan mapfiles and preview pages go to quarantine/, orphan tables to the
+    ls4_quarantine schema (removed for good only with LS4_MAINTENANCE_DELETE=true),
+    intermediates under ls4-work/ that no run can still need are deleted; the rest
+    (objects outside the layout, COGs whose upload is gone, scans that are not
+    public) is reported. Nothing a user uploaded is moved or deleted. Notifies no
+    one (the ls4_maintenance DAG does). Exit status 1 when an action failed. Needs
+    S3 and PostGIS.
+    """
+    with services.database(), services.reaching_s3():
+        report = maintenance.run(services.s3, services.postgis, services.settings, dry_run=args.dry_run)
+    return Output(report.to_dict(), maintenance.summary(report), EXIT_FAILED if report.failed else 0)
 
 
 # --- the parser -------------------------------------------------------------------------------------
@@ -474,7 +478,12 @@ def add_failures(commands, common) -> None:
         help="only failures since then: 30m, 12h, 7d, 2w, or 2026-12-01[T08:00] (UTC)")
 
 
-COMMANDS = (add_status, add_where, add_reprocess, add_failures)
+def add_maintenance(commands, common) -> None:
+    add_command(commands, run_maintenance, common).add_argument(
+        "--dry-run", action="store_true", help="decide and report only: change nothing")
+
+
+COMMANDS = (add_status, add_where, add_reprocess, add_failures, add_maintenance)
 
 
 def build_parser() -> argparse.ArgumentParser:

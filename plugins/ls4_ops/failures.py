@@ -9,6 +9,9 @@ processed like any other upload.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -16,6 +19,20 @@ from ls4_ops.layout import Collection
 from ls4_ops.tileindex import CATALOG_SCHEMA, create_once
 
 TABLE = f"{CATALOG_SCHEMA}.upload_failures"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A recorded failure of an upload: the version that failed, and why."""
+
+    key: str
+    etag: str
+    reason: str
+    failed: datetime
+
+
+def _exists(connection: Connection) -> bool:
+    return connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is not None
 
 
 def record(connection: Connection, key: str, etag: str, reason: str) -> None:
@@ -30,13 +47,13 @@ def record(connection: Connection, key: str, etag: str, reason: str) -> None:
 
 def forget(connection: Connection, key: str) -> None:
     """The upload was processed: whatever failed before is history."""
-    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is not None:
+    if _exists(connection):
         connection.execute(text(f"DELETE FROM {TABLE} WHERE key = :key"), {"key": key})
 
 
 def reasons(connection: Connection, keys: list[str]) -> dict[str, str]:
     """Why each of ``keys`` that failed could not be processed."""
-    if not keys or connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+    if not keys or not _exists(connection):
         return {}
     return dict(connection.execute(text(f"SELECT key, reason FROM {TABLE} WHERE key = ANY(:keys)"),
                                    {"keys": keys}).all())
@@ -44,7 +61,18 @@ def reasons(connection: Connection, keys: list[str]) -> dict[str, str]:
 
 def failed(connection: Connection, collection: Collection) -> dict[str, str]:
     """The collection's georef uploads that failed, and the ETag of the version that did."""
-    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+    if not _exists(connection):
         return {}
     return dict(connection.execute(text(f"SELECT key, etag FROM {TABLE} WHERE starts_with(key, :prefix)"),
                                    {"prefix": collection.prefix("georef")}).all())
+
+
+def recorded(connection: Connection, *, key: str | None = None, since: datetime | None = None) -> list[Failure]:
+    """The recorded failures (of one key, or since a time), newest first."""
+    if not _exists(connection):
+        return []
+    rows = connection.execute(text(
+        f"SELECT key, etag, reason, failed FROM {TABLE} WHERE (CAST(:key AS text) IS NULL OR key = :key) "
+        "AND (CAST(:since AS timestamptz) IS NULL OR failed >= :since) ORDER BY failed DESC, key"),
+        {"key": key, "since": since})
+    return [Failure(*row) for row in rows]

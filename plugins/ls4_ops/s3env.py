@@ -41,12 +41,14 @@ class S3Endpoint:
             region=os.environ.get("LS4_S3_REGION", "us-east-1"),
         )
 
-    def boto3_client(self, service: str = "s3"):
-        """A boto3 client of ``service`` on this endpoint (the local emulator serves SQS too)."""
+    def boto3_client(self, service: str = "s3", config=None):
+        """A boto3 client of ``service`` on this endpoint (the local emulator serves SQS and SNS
+        too); ``config``: a ``botocore.config.Config`` (retries, timeouts)."""
         import boto3
 
         return boto3.client(
             service,
+            config=config,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             aws_session_token=self.session_token,

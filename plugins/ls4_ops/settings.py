@@ -90,3 +90,20 @@ class Settings:
 
     def public_link(self, key: str) -> str:
         return f"{self.public_url}/{key}"
+
+
+# PostGIS as the local stack and the ``ls4`` command describe it (the pipeline itself
+# reaches it through its Airflow connection, MapServer through its service file).
+POSTGIS_VARIABLES = ("LS4_PG_HOST", "LS4_PG_PORT", "LS4_PG_DB", "LS4_PG_USER", "LS4_PG_PASSWORD")
+
+
+def postgis_url(environ=os.environ):
+    """The SQLAlchemy URL of ``LS4_PG_*`` (any character of the password is safe in it);
+    KeyError names a variable that is not set."""
+    from sqlalchemy.engine import URL
+
+    missing = [name for name in POSTGIS_VARIABLES if not environ.get(name)]
+    if missing:
+        raise KeyError(", ".join(missing))
+    return URL.create("postgresql+psycopg2", username=environ["LS4_PG_USER"], password=environ["LS4_PG_PASSWORD"],
+                      host=environ["LS4_PG_HOST"], port=int(environ["LS4_PG_PORT"]), database=environ["LS4_PG_DB"])

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ls4_ops.failures import Failure
 from ls4_ops.layout import Collection, UploadKey
 from ls4_ops.mapfile import mapfile_url
 from ls4_ops.plan import CogSource, S3Object, uploads_by_cog
@@ -20,16 +21,6 @@ from ls4_ops.tileindex import IndexedCog
 def utc(moment: datetime | None) -> str:
     """A time as operators read it, whatever zone it came in (S3's, the database session's)."""
     return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A recorded failure of an upload (``ls4.upload_failures``): the version that failed, and why."""
-
-    key: str
-    etag: str
-    reason: str
-    failed: datetime
 
 
 @dataclass(frozen=True)
@@ -104,7 +95,7 @@ def where(facts: UploadFacts, wms_url: str) -> list[Stage]:
     if head.size == 0:
         return [Stage("uploaded", False, f"{location} is empty (0 bytes): upload it again")]
     _, problems = uploads_by_cog(upload.collection, facts.same_cog or [head])
-    superseded = dict(problems).get(upload.key)
+    superseded = {notice.key: notice.reason for notice in problems}.get(upload.key)
     if superseded:
         return [Stage("uploaded", False, superseded)]
     uploaded = Stage("uploaded", True, f"{location}, {head.size:,} bytes, ETag {head.etag}"

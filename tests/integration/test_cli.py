@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from include import local_stack
+from ls4_ops import ledger
 from ls4_ops.layout import parse_key
 from ls4_ops.mapfile import mapfile_url
 from include.synthetic import make_not_georeferenced
@@ -130,13 +132,16 @@ def test_reprocess_queues_a_run_whose_conf_the_collection_dag_retries_the_named_
     (status,) = ls4_json("status", COLLECTION.name)
     assert status["last_run"]["run_id"] == queued["run_id"]
     # The DAG itself takes that conf: the failed upload is tried again (and fails again), which a
-    # run without keys would not do.
+    # run without keys would not do; the same version's problem is not told again.
     notified = len(pipeline.notifications())
+    with local_stack.postgis_engine().connect() as connection:
+        tried = len(ledger.history(connection, BAD))
     run = pipeline.run_dag(COLLECTION.dag_id, **queued["conf"])
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan"] == "success" and states["frame.compress"] == "failed"
-    assert [n["key"] for n in pipeline.notifications()[notified:] if n["subject"] == "upload cannot be processed"] \
-        == [BAD]
+    with local_stack.postgis_engine().connect() as connection:
+        assert [r.outcome for r in ledger.history(connection, BAD)[tried:]] == [ledger.BAD_UPLOAD]
+    assert [n for n in pipeline.notifications()[notified:] if n["key"] == BAD] == []
     forced = ls4_json("reprocess", COLLECTION.name, "--force")
     assert forced["conf"] == {"force": True} and forced["run_id"] != queued["run_id"]
 
@@ -147,6 +152,19 @@ def test_reprocess_of_a_collection_without_dag_fails_in_one_line(planted):
     assert "not in the registry" in result.stderr
 
 
+def test_maintenance_dry_run_reports_and_changes_nothing(planted):
+    def listing():
+        return {(o["Key"], o["ETag"]) for page in pipeline.s3().get_paginator("list_objects_v2").paginate(
+            Bucket=pipeline.bucket()) for o in page.get("Contents", [])}
+
+    before = listing()
+    report = ls4_json("maintenance", "--dry-run")
+    assert report["dry_run"] is True and report["checked"]["objects"] == len(before)
+    assert listing() == before
+    text = ls4("maintenance", "--dry-run")
+    assert text.returncode == 0 and "(dry run: nothing was changed)" in text.stdout.splitlines()[0]
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -155,9 +173,9 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("service, env, commands", [
     ("S3", lambda port: {"LS4_S3_ENDPOINT": f"http://127.0.0.1:{port}"},
-     [["status"], ["where", GOOD]]),
+     [["status"], ["where", GOOD], ["maintenance", "--dry-run"]]),
     ("PostGIS", lambda port: {"LS4_PG_PORT": str(port)},
-     [["status"], ["where", GOOD], ["failures"]]),
+     [["status"], ["where", GOOD], ["failures"], ["maintenance", "--dry-run"]]),
     ("the Airflow API", lambda port: {"LS4_AIRFLOW_URL": f"http://127.0.0.1:{port}"},
      [["status"], ["reprocess", COLLECTION.name]]),
     ("MapServer (WMS)", lambda port: {"LS4_WMS_URL": f"http://127.0.0.1:{port}/wms/"},

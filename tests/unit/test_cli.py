@@ -16,7 +16,8 @@ from ls4_ops.airflow_api import AirflowApi, AirflowApiError, AirflowUnreachable
 from ls4_ops.layout import parse_key
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.tileindex import IndexedCog
-from ls4_ops.upload_status import Failure, UploadFacts, collection_counts, stopped_at, where
+from ls4_ops.failures import Failure
+from ls4_ops.upload_status import UploadFacts, collection_counts, stopped_at, where
 
 GEOREF = "nc/anderson/tops_1975/frames/georef/"
 KEY = GEOREF + "19750312_4-1.tif"
