@@ -170,16 +170,21 @@ def decide(known: Mapping[str, Collection], with_georef: Iterable[Collection], c
 
 
 def discover(objects: Iterable[S3Object], known: Mapping[str, Collection],
-             since: datetime | None) -> Discovery:
+             since: datetime | None, start_runs: bool = True) -> Discovery:
     """Decide a discovery run from a listing of ``bw/`` and ``nc/``.
 
     ``since``: when the previous successful run began; objects older than
     that were reported, made public and sent to their collection's run by it,
     so only newer ones are. A COG whose upload is gone is a change until its
-    collection's run has removed it.
+    collection's run has removed it. No run is started where ``start_runs``
+    is false (the bucket's events start them), nor by a first discovery run:
+    every collection's DAG runs when it first appears.
     """
     objects = {obj.key: obj for obj in objects}
     bucket = survey(objects)
     changed = [key for key, obj in objects.items() if obj.changed_since(since) and not is_output_key(key)]
-    return decide(known, bucket.collections, changed, bucket.orphan_cogs(),
-                  {key: objects[key].etag for key in changed})
+    found = decide(known, bucket.collections, changed, bucket.orphan_cogs(),
+                   {key: objects[key].etag for key in changed})
+    if not start_runs or since is None:
+        found.changed = {}
+    return found

@@ -148,6 +148,8 @@ def test_discovery_sends_a_collection_whose_upload_is_gone_to_its_run_until_the_
     found = registry.discover(objects, {C.name: C}, since=old + timedelta(hours=1))
     assert found.changed == {C.name: ["nc/anderson/ams_1960/frames/cog/b.tif"]}
     assert registry.discover(objects[:2], {C.name: C}, since=old + timedelta(hours=1)).changed == {}
+    # Where the bucket's events start the runs, discovery starts none.
+    assert registry.discover(objects, {C.name: C}, old + timedelta(hours=1), start_runs=False).changed == {}
 
 
 def test_discovery_registers_new_collections_and_reports_only_what_is_new():
@@ -172,6 +174,7 @@ def test_discovery_registers_new_collections_and_reports_only_what_is_new():
     first = registry.discover(objects, {}, None)
     assert first.new == ["anderson_ams_1960_frames"] and list(first.registry) == [C.name]
     assert len(first.notices) == 3
+    assert first.changed == {}  # a first run starts none: each DAG runs when it first appears
 
 
 def test_file_notifier_writes_one_json_line_per_notification(tmp_path):

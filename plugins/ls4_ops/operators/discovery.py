@@ -32,7 +32,7 @@ class _RegistryOperator(Ls4Operator):
         if found.registry is not None:
             registry.save(self.registry_path, found.registry.values())
         self.make_public(found.make_public)
-        collections = registry.load(self.registry_path)
+        collections = found.registry if found.registry is not None else registry.load(self.registry_path)
         for name, keys in sorted(found.changed.items()):
             context["outlet_events"][COLLECTION_UPLOADS].add(
                 collection_asset(collections[name], self.bucket_name),
@@ -93,9 +93,7 @@ class DiscoverCollectionsOperator(_RegistryOperator):
             self.check_bucket_policy()
         objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
         since = last_success_start(context)
-        found = registry.discover(objects, registry.load(self.registry_path), since)
-        if not self.start_runs or since is None:
-            found.changed = {}
+        found = registry.discover(objects, registry.load(self.registry_path), since, self.start_runs)
         return self.apply(found, context)
 
     def check_bucket_policy(self) -> None:
