@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 
-from ls4_ops import failures, maintenance, registry, tileindex
+from ls4_ops import failures, ledger, maintenance, registry, tileindex
 from ls4_ops.airflow_api import AirflowApi, AirflowApiError, AirflowUnreachable, DagRun
 from ls4_ops.layout import BAND_PREFIXES, Collection, LayoutError, UploadKey, is_output_key, parse_key, \
     validate_identifier
@@ -318,13 +318,18 @@ def run_status(args, services: Services) -> Output:
     return Output(data, text)
 
 
-def where_text(key: str, stages: list[Stage], note: str = "") -> str:
+def where_text(key: str, stages: list[Stage], note: str = "", history: Sequence[ledger.StageRecord] = ()) -> str:
     stop = stopped_at(stages)
     verdict = ("served by the WMS" if stop is None else f"stops at: {stop.name}" if stop.done is False
                else "not an upload ls4 processes")
     marks = {True: "yes", False: "NO", None: "-"}
     lines = [note] if note else []
     lines += [f"{key}: {verdict}", table(["STAGE", "", "WHY"], [[s.name, marks[s.done], s.reason] for s in stages])]
+    if history:
+        lines += ["", "what ls4 did with it (the run ledger):", table(
+            ["STARTED", "STAGE", "TRY", "SECONDS", "OUTCOME", "ETAG", "REASON"],
+            [[utc(r.started), r.stage, r.try_number, f"{r.seconds:.1f}", r.outcome, r.etag, r.reason]
+             for r in history])]
     return "\n".join(lines)
 
 
@@ -333,8 +338,9 @@ def run_where(args, services: Services) -> Output:
 
     Follows one upload: uploaded (S3 HEAD, ETag) -> not failed (recorded failures) ->
     cog (made from this version) -> indexed (PostGIS row) -> served (published mapfile,
-    WMS capabilities), saying at each stage why, in plain words. Needs S3, PostGIS and
-    MapServer.
+    WMS capabilities), saying at each stage why, in plain words; then every raster stage
+    ls4 ran on it (the run ledger: when, which version, how long, the outcome and why).
+    Needs S3, PostGIS and MapServer.
     """
     key, note = key_of(args.key, services.settings.bucket), ""
     try:
@@ -354,17 +360,20 @@ def run_where(args, services: Services) -> Output:
             return _where_output(key, [Stage("uploaded", False, f"{key} is under cog/, where ls4 writes: {what}")])
         note, key, upload = f"{key} is the COG of {source.key}:", source.key, parse_key(source.key)
     if upload.stage == "scanned":
-        stages = [Stage("uploaded", None, "an original scan: ls4 makes it public-read and links it from its frame's "
+        stages = [Stage("uploaded", None, "an original scan: public (see README, Public access), linked from its frame's "
                                           f"index row (dl_orig); frames are processed from {upload.collection.prefix('georef')}")]
         return _where_output(key, stages)
     stages = where(gather_upload_facts(services, upload, services.head(upload.key)), services.settings.wms_url)
-    return _where_output(key, stages, note)
+    with services.database() as connection:
+        history = ledger.history(connection, upload.key)
+    return _where_output(key, stages, note, history)
 
 
-def _where_output(key: str, stages: list[Stage], note: str = "") -> Output:
+def _where_output(key: str, stages: list[Stage], note: str = "", history: Sequence[ledger.StageRecord] = ()) -> Output:
     stop = stopped_at(stages)
-    data = {"key": key, "stopped_at": stop.name if stop else None, "stages": [asdict(stage) for stage in stages]}
-    return Output(data, where_text(key, stages, note))
+    data = {"key": key, "stopped_at": stop.name if stop else None, "stages": [asdict(stage) for stage in stages],
+            "history": [asdict(record) for record in history]}
+    return Output(data, where_text(key, stages, note, history))
 
 
 def run_reprocess(args, services: Services) -> Output:

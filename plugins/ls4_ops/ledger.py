@@ -19,7 +19,6 @@ from functools import cache
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ls4_ops.profiles import PROFILES
 from ls4_ops.tileindex import CATALOG_SCHEMA, create_once
 
 TABLE = f"{CATALOG_SCHEMA}.frame_stages"
@@ -63,6 +62,8 @@ def software() -> dict[str, str]:
 
 def stage_options(stage: str, band: str) -> dict:
     """What ``stage`` writes with, from the profiles registry: creation options and GDAL settings."""
+    from ls4_ops.profiles import PROFILES  # rio-cogeo and rasterio: not for readers of the ledger
+
     creation = {"compress": PROFILES.intermediate[band], "overviews": PROFILES.intermediate_overviews,
                 "cog": PROFILES.cog[band]}[stage]
     return {"creation": dict(creation), "gdal": dict(PROFILES.env[stage])}

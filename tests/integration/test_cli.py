@@ -96,8 +96,11 @@ def test_where_a_good_upload_is_served(planted):
     assert good["stopped_at"] is None
     assert [(s["name"], s["done"]) for s in good["stages"]] == [
         ("uploaded", True), ("not failed", True), ("cog", True), ("indexed", True), ("served", True)]
+    assert [(r["stage"], r["outcome"]) for r in good["history"]] == [
+        ("compress", "success"), ("overviews", "success"), ("cog", "success")]
     text = ls4("where", GOOD).stdout
     assert text.splitlines()[0] == f"{GOOD}: served by the WMS"
+    assert "what ls4 did with it (the run ledger):" in text
 
 
 def test_where_a_bad_upload_stops_at_its_failure_with_the_reason(planted):
@@ -107,6 +110,8 @@ def test_where_a_bad_upload_stops_at_its_failure_with_the_reason(planted):
     assert "not georeferenced" in reasons["not failed"]
     assert f"ls4 reprocess {COLLECTION.name} {BAD}" in reasons["not failed"]
     assert "without this frame" in reasons["served"]
+    assert [(r["stage"], r["outcome"]) for r in bad["history"]][0] == ("compress", "bad upload")
+    assert "not georeferenced" in bad["history"][0]["reason"]
 
 
 def test_where_a_cog_follows_the_upload_it_was_made_from(planted):
