@@ -32,7 +32,7 @@ from ls4_ops.operators import (
 )
 from ls4_ops.operators.assets import TILE_INDEXES, collection_asset
 from ls4_ops.operators.collection import INDEX_WORK_XCOM, REPORT_TASK_ID, UNPROCESSED_XCOM
-from ls4_ops.operators.dags import daily
+from ls4_ops.operators.dags import TIMEOUTS, daily
 from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.preview import preview_url
 from ls4_ops.settings import Settings
@@ -114,13 +114,15 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
             soft_fail=True,
             **TASK_ARGS,
         )
-        plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE, **common)
+        plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE,
+                                   execution_timeout=TIMEOUTS["plan"], **common)
 
         @task_group(group_id="frame", tooltip="compress -> overviews -> COG, for each upload")
         def frame(upload):
-            compress = CompressOperator(task_id="compress", upload=upload, **common)
-            overviews = OverviewsOperator(task_id="overviews", upload=upload, **common)
-            cog = CogOperator(task_id="cog", upload=upload, **common)
+            stage = {"upload": upload, "execution_timeout": TIMEOUTS["frame stage"], **common}
+            compress = CompressOperator(task_id="compress", **stage)
+            overviews = OverviewsOperator(task_id="overviews", **stage)
+            cog = CogOperator(task_id="cog", **stage)
             compress >> overviews >> cog
 
         frames = frame.expand(upload=plan.output)
@@ -130,19 +132,21 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
         frames_done = EmptyOperator(task_id="frames_done", trigger_rule="all_done")
         # Also downstream of plan (through its XCom): a plan with nothing to do skips it.
         index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM],
-                                  outlets=[TILE_INDEXES], **common)
-        overview = CollectionOverviewOperator(task_id="collection_overview", **common)
+                                  outlets=[TILE_INDEXES], execution_timeout=TIMEOUTS["tile index"], **common)
+        overview = CollectionOverviewOperator(task_id="collection_overview",
+                                              execution_timeout=TIMEOUTS["collection overview"], **common)
+        publishing = {"execution_timeout": TIMEOUTS["publish"], **common}
         publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, overview=overview.output,
-                                         **common)
+                                         **publishing)
         # The run is green only once MapServer serves what it published.
-        served = WmsServedOperator(task_id="wms_served", published=publish.output, **common)
+        served = WmsServedOperator(task_id="wms_served", published=publish.output, **publishing)
         # Beside wms_served, not after it: the page needs only what the mapfile task
         # returned, and the sync brings page and mapfile to MapServer in the same pass.
-        page = PublishPreviewOperator(task_id="preview", published=publish.output, **common)
+        page = PublishPreviewOperator(task_id="preview", published=publish.output, **publishing)
         # A leaf beside the publishing chain: the run fails when a frame failed
         # or when publishing failed, and operators see which in the grid.
         report = ReportRunOperator(task_id=REPORT_TASK_ID, planned=plan.output,
-                                   unprocessed=plan.output[UNPROCESSED_XCOM], trigger_rule="all_done", **common)
+                                   unprocessed=plan.output[UNPROCESSED_XCOM], trigger_rule="all_done", **publishing)
         wait >> plan >> frames >> frames_done >> index >> overview >> publish >> [served, page]
         frames >> report
     return dag

@@ -171,18 +171,24 @@ class Plan:
     index: IndexWork = field(default_factory=IndexWork)
     make_public: list[str] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
+    seen: int = 0  # georef uploads in the listing
+    not_requested: int = 0  # uploads a manual run did not name
 
     @property
     def has_work(self) -> bool:
         return bool(self.todo or self.index)
 
     def unprocessed(self) -> dict:
-        """What the run leaves unprocessed, for its report (JSON-able: it travels by XCom)."""
-        return {"problems": {notice.key: notice.reason for notice in self.problems}, "known_bad": self.known_bad}
+        """What the run leaves unprocessed, and the counts its report accounts for every upload
+        with (JSON-able: it travels by XCom)."""
+        return {"problems": {notice.key: notice.reason for notice in self.problems}, "known_bad": self.known_bad,
+                "seen": self.seen, "up_to_date": len(self.up_to_date), "not_requested": self.not_requested}
 
 
-def uploads_by_cog(collection: Collection, georef: Iterable[S3Object]) -> tuple[dict[str, S3Object], list[Notice]]:
-    """The upload each COG is made from, and a notice for each upload that cannot be processed.
+def uploads_by_cog(collection: Collection, georef: Iterable[S3Object],
+                   max_bytes: int | None = None) -> tuple[dict[str, S3Object], list[Notice]]:
+    """The upload each COG is made from, and a notice for each upload that cannot be processed
+    (``max_bytes``: the largest upload taken).
 
     Of two uploads making the same COG (``a.tif`` and ``a.TIF``), the newer wins.
     """
@@ -205,6 +211,10 @@ def uploads_by_cog(collection: Collection, georef: Iterable[S3Object]) -> tuple[
             continue
         if obj.size == 0:
             problem(obj, "the file is empty (0 bytes): upload it again")
+            continue
+        if max_bytes is not None and obj.size > max_bytes:
+            problem(obj, f"the file is {obj.size / 2**30:,.1f} GiB, more than ls4 takes ({max_bytes / 2**30:,.1f} GiB, "
+                         "LS4_MAX_UPLOAD_BYTES): split it, or raise the limit")
             continue
         if upload.cog_key in by_cog:
             older = by_cog[upload.cog_key]
@@ -231,7 +241,7 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
              since: datetime | None = None, settings: Settings = Settings()) -> Plan:
     """Everything a run must do. ``since``: when the previous successful run began
     (what changed before it was reported then); a forced run reports everything again."""
-    uploads, problems = uploads_by_cog(collection, state.georef)
+    uploads, problems = uploads_by_cog(collection, state.georef, settings.max_upload_bytes)
     scans = OriginalScans(state.scanned)
     report_all = request.force or since is None
 
@@ -258,8 +268,10 @@ def plan_run(collection: Collection, state: CollectionState, request: RunRequest
     plan = Plan(todo=[], up_to_date=[], problems=problems, not_found=[
         (key, reasons.get(key, f"there is no such georef upload of {collection.name}"))
         for key in request.keys if key not in usable])
+    plan.seen = len({obj.key for obj in state.georef if not is_folder_marker(obj.key)})
     for cog_key, obj in sorted(uploads.items()):
         if wanted and obj.key not in wanted:
+            plan.not_requested += 1
             continue
         current = made_from(cog_key) == obj.etag
         if not (wanted or request.force or current) and state.failed.get(obj.key) == obj.etag:
@@ -313,19 +325,35 @@ def _plan_removals(state: CollectionState, uploads: Mapping[str, S3Object], plan
 
 @dataclass
 class RunReport:
-    """What a run did with its uploads: processed, and not processed with the reason."""
+    """What a run did with its uploads: processed, and not processed with the reason; and the
+    account of every upload the run saw."""
 
     processed: list[dict]  # the plan's items whose current COG is in the index
     not_processed: dict[str, str]  # key -> why (failed in this run, failed before, cannot be)
+    seen: int = 0  # georef uploads in the listing
+    indexed: int = 0  # of those, with their current COG in the index (processed now or before)
+    not_requested: int = 0  # not named by a manual run
+
+    @property
+    def lost(self) -> int:
+        """Uploads the account cannot place: neither indexed, nor told why not, nor left out on purpose."""
+        return self.seen - self.indexed - len(self.not_processed) - self.not_requested
 
     @property
     def clean(self) -> bool:
-        return not self.not_processed
+        return not self.not_processed and self.lost == 0
+
+    @property
+    def accounting(self) -> str:
+        line = f"{self.seen} uploads seen = {self.indexed} indexed + {len(self.not_processed)} not processed"
+        if self.not_requested:
+            line += f" + {self.not_requested} not asked for"
+        return line + (f"; {self.lost} UNACCOUNTED FOR" if self.lost else "")
 
     @property
     def text(self) -> str:
-        done = f"{len(self.processed)} upload{'s' if len(self.processed) != 1 else ''} processed"
-        if self.clean:
+        done = f"{len(self.processed)} upload{'s' if len(self.processed) != 1 else ''} processed ({self.accounting})"
+        if not self.not_processed:
             return done
         return (f"{done}; {len(self.not_processed)} left unprocessed: "
                 + "; ".join(f"{key}: {reason}" for key, reason in sorted(self.not_processed.items())))
@@ -348,7 +376,9 @@ def report_run(planned: list[dict], indexed: Mapping[str, IndexedCog], unprocess
         not_processed[key] = (f"{reasons.get(key, 'it failed before')}; left alone until a new version is "
                               "uploaded (or a manual run names it)")
     not_processed.update(unprocessed.get("problems", {}))
-    return RunReport(processed, not_processed)
+    return RunReport(processed, not_processed, seen=unprocessed.get("seen", 0),
+                     indexed=unprocessed.get("up_to_date", 0) + len(processed),
+                     not_requested=unprocessed.get("not_requested", 0))
 
 
 def processed_notices(collection: Collection, processed: list[dict]) -> list[Notice]:

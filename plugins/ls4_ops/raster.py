@@ -30,6 +30,7 @@ from ls4_ops.collar import ScanCollar, ceil_div
 from ls4_ops.errors import BadUpload
 from ls4_ops.layout import BANDS
 from ls4_ops.profiles import PROFILES
+from ls4_ops.settings import Settings
 from ls4_ops.tileindex import INDEX_SRID
 
 
@@ -53,14 +54,16 @@ class CogValidationError(ValueError):
 # --- step 3-4: compress ---------------------------------------------------
 
 
-def compress(src: str, dst: str, band: str, key: str | None = None) -> dict:
+def compress(src: str, dst: str, band: str, key: str | None = None,
+             max_pixels: int = Settings.max_pixels) -> dict:
     """Write ``src`` as a lossless, tiled EPSG:3857 GeoTIFF at ``dst``.
 
     Raises ``BadUpload`` for anything no retry can fix: an empty, damaged or
     truncated file, no georeferencing (a CRS plus a geotransform, or GCPs
-    with a CRS), pixels that are not 8-bit (no stretch is guessed), or a band
+    with a CRS), pixels that are not 8-bit (no stretch is guessed), a band
     count that does not fit ``band`` (bw: 1 band, nc: 3, each optionally
-    followed by an alpha band).
+    followed by an alpha band), or more than ``max_pixels`` pixels (told
+    from the header, before any is read).
 
     An upload already in EPSG:3857 with a north-up geotransform keeps its
     exact grid. Anything else (another CRS, a rotated geotransform, GCPs) is
@@ -75,7 +78,7 @@ def compress(src: str, dst: str, band: str, key: str | None = None) -> dict:
     """
     key = key or src
     with rasterio.Env(**PROFILES.env["compress"]), _open_upload(src, key) as upload:
-        _reject_unusable(upload, band, key)
+        _reject_unusable(upload, band, key, max_pixels)
         reprojected = _needs_warp(upload)
         with _in_target_crs(upload, reprojected) as view:
             visible, collar = _write_masked(view, dst, band, key)
@@ -139,13 +142,25 @@ def _is_the_files_fault(err: BaseException) -> bool:
     return not any(marker in text for marker in _NOT_THE_FILES_FAULT)
 
 
-def _reject_unusable(upload: DatasetReader, band: str, key: str) -> None:
+def _reject_unusable(upload: DatasetReader, band: str, key: str, max_pixels: int) -> None:
     """Raise one BadUpload listing every problem, so one fix-and-re-upload suffices."""
-    problems = [p for p in (_georeferencing_problem(upload),
+    problems = [p for p in (_size_problem(upload, max_pixels),
+                            _georeferencing_problem(upload),
                             _dtype_problem(upload),
                             _band_problem(upload, band)) if p]
     if problems:
         raise BadUpload(key, "; ".join(problems))
+
+
+def _size_problem(upload: DatasetReader, max_pixels: int) -> str | None:
+    pixels = upload.width * upload.height
+    if pixels <= max_pixels:
+        return None
+    stored = os.path.getsize(upload.name) if os.path.isfile(upload.name) else None
+    in_file = f" in a file of {stored / 2**20:,.1f} MB" if stored is not None else ""
+    return (f"its header claims {upload.width:,} x {upload.height:,} pixels ({pixels / 1e6:,.0f} Mpx){in_file}, "
+            f"more than ls4 takes ({max_pixels / 1e6:,.0f} Mpx, LS4_MAX_PIXELS): if the image is real, split it "
+            "or raise the limit; if not, the file is damaged: export it again")
 
 
 def _georeferencing_problem(upload: DatasetReader) -> str | None:

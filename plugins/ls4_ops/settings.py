@@ -53,6 +53,11 @@ class Settings:
     # Whether discovery writes the policy's public-read statement when it is
     # missing (it needs s3:PutBucketPolicy); otherwise it only reports it.
     apply_bucket_policy: bool = False
+    # Uploads larger than these are refused with their reason before any raster
+    # work: a header claiming 100000 x 100000 pixels in a file of 300 KB would
+    # otherwise hold a worker for minutes. A 20000 x 20000 frame is 400 Mpx.
+    max_pixels: int = 3_000_000_000
+    max_upload_bytes: int = 20 * 2**30
     # Daily maintenance removes orphan mapfiles and tables for good instead of
     # quarantining them (LS4_MAINTENANCE_DELETE=true). Uploads are never removed.
     maintenance_delete: bool = False
@@ -81,6 +86,8 @@ class Settings:
                                   PUBLIC_ACCESS_MODES),
             apply_bucket_policy=_flag(environ.get("LS4_APPLY_BUCKET_POLICY", "")),
             maintenance_delete=_flag(environ.get("LS4_MAINTENANCE_DELETE", "")),
+            max_pixels=int(environ.get("LS4_MAX_PIXELS", cls.max_pixels)),
+            max_upload_bytes=int(environ.get("LS4_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
         )
 
     @property

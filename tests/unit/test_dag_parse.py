@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 from ls4_ops import registry
 from ls4_ops.layout import parse_key
@@ -82,3 +83,21 @@ def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_eve
     assert dag.get_task("collection_overview").upstream_task_ids == {"tile_index"}
     assert dag.get_task("mapfile").upstream_task_ids == {"tile_index", "collection_overview"}
     assert dag.get_task("wms_served").upstream_task_ids == {"mapfile"}
+
+
+def test_every_task_has_a_time_limit_sized_to_its_work(tmp_path, monkeypatch):
+    """A task that hangs (a huge or hostile file, a stuck connection) fails and frees its worker."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    path = str(tmp_path / "registry.json")
+    registry.save(path, [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection])
+    monkeypatch.setenv("LS4_REGISTRY", path)
+    bag = DagBag(dag_folder=os.path.join(ROOT, "dags"), safe_mode=True)
+    limits = {(dag_id, task.task_id): task.execution_timeout for dag_id, dag in bag.dags.items()
+              for task in dag.tasks if task.task_id not in ("frames_done", "wait_for_georef")}
+    assert len(limits) > 10 and all(limits.values()), [task for task, limit in limits.items() if not limit]
+    collection = "ls4_anderson_ams_1960_frames"
+    assert limits[(collection, "frame.compress")] == limits[(collection, "frame.cog")] == timedelta(minutes=30)
+    assert limits[(collection, "wms_served")] < limits[(collection, "collection_overview")]
+    # The sensor has its own: how long it waits for an upload.
+    assert bag.dags[collection].get_task("wait_for_georef").timeout == 300

@@ -153,7 +153,18 @@ def test_bad_uploads_are_reported_and_never_block_the_rest():
     # A key outside the layout is told as discovery tells it (the same notice: sent once).
     assert {n.key: n.subject for n in plan.notices}["nc/anderson/tops_1975/frames/georef/sub/x.tif"] == \
         "upload outside the bucket layout"
-    assert plan.unprocessed() == {"problems": reasons, "known_bad": []}
+    assert plan.unprocessed() == {"problems": reasons, "known_bad": [], "seen": 4, "up_to_date": 0,
+                                  "not_requested": 0}
+
+
+def test_an_upload_larger_than_the_limit_is_refused_with_its_reason_before_any_raster_work():
+    georef = [obj("big.tif", size=3 * 2**30), obj("fits.tif", size=2**30)]
+    plan = plan_run(COLLECTION, processed(georef, {}), since=EARLIER,
+                    settings=Settings(public_url="https://pub", max_upload_bytes=2 * 2**30))
+    assert [item["key"] for item in plan.todo] == [PREFIX + "fits.tif"]
+    assert [(n.key, n.reason) for n in plan.problems] == [
+        (PREFIX + "big.tif", "the file is 3.0 GiB, more than ls4 takes (2.0 GiB, LS4_MAX_UPLOAD_BYTES): split it, "
+                             "or raise the limit")]
 
 
 def test_same_stem_in_two_cases_uses_the_newer_upload_and_reports_the_other():
@@ -210,18 +221,36 @@ def item(name, etag="e1"):
 
 def test_a_run_report_is_clean_only_when_every_upload_was_processed():
     indexed = {COG + "a.tif": IndexedCog("e1", ""), COG + "b.tif": IndexedCog("old", "")}
-    clean = report_run([item("a.tif")], indexed, {"problems": {}, "known_bad": []}, {})
-    assert clean.clean and clean.text == "1 upload processed"
+    clean = report_run([item("a.tif")], indexed, {"problems": {}, "known_bad": [], "seen": 3, "up_to_date": 2}, {})
+    assert clean.clean and clean.text == "1 upload processed (3 uploads seen = 3 indexed + 0 not processed)"
     report = report_run([item("a.tif"), item("b.tif"), item("c.tif")], indexed,
-                        {"problems": {PREFIX + "empty.tif": "the file is empty"}, "known_bad": [PREFIX + "bad.tif"]},
+                        {"problems": {PREFIX + "empty.tif": "the file is empty"}, "known_bad": [PREFIX + "bad.tif"],
+                         "seen": 6, "up_to_date": 1},
                         {PREFIX + "c.tif": "it is not georeferenced", PREFIX + "bad.tif": "it is 16-bit"})
-    assert not report.clean
+    assert not report.clean and report.lost == 0
     assert [entry["key"] for entry in report.processed] == [PREFIX + "a.tif"]
     assert report.not_processed[PREFIX + "c.tif"] == "it is not georeferenced"
     assert "task failed" in report.not_processed[PREFIX + "b.tif"]  # no recorded reason: a task failure
     assert report.not_processed[PREFIX + "bad.tif"].startswith("it is 16-bit; left alone until a new version")
     assert report.not_processed[PREFIX + "empty.tif"] == "the file is empty"
-    assert report.text.startswith("1 upload processed; 4 left unprocessed: ")
+    assert report.text.startswith("1 upload processed (6 uploads seen = 2 indexed + 4 not processed); "
+                                  "4 left unprocessed: ")
+
+
+def test_the_account_of_a_collections_uploads_balances_or_says_how_many_are_lost():
+    georef = [obj("a.tif"), obj("b.tif", "e2"), obj("c.tif"), obj("empty.tif", size=0), obj("bad.tif", "v1")]
+    state = processed(georef, {"a.tif": "e1", "b.tif": "old"}, failed={PREFIX + "bad.tif": "v1"})
+    plan = planned(state)
+    done = {COG + "a.tif": IndexedCog("e1", ""), COG + "b.tif": IndexedCog("e2", ""), COG + "c.tif": IndexedCog("e1", "")}
+    report = report_run(plan.todo, done, plan.unprocessed(), {})
+    assert (report.seen, report.indexed, len(report.not_processed), report.lost) == (5, 3, 2, 0)
+    # A manual run accounts for what it was not asked to do.
+    named = planned(state, RunRequest((PREFIX + "c.tif",)))
+    assert report_run(named.todo, done, named.unprocessed(), {}).accounting == \
+        "5 uploads seen = 1 indexed + 1 not processed + 3 not asked for"
+    # An upload the run lost track of (its row gone, say) is counted, and the run is not clean.
+    lost = report_run(plan.todo, {COG + "b.tif": IndexedCog("e2", "")}, {**plan.unprocessed(), "seen": 6}, {})
+    assert lost.lost == 1 and not lost.clean and lost.accounting.endswith("; 1 UNACCOUNTED FOR")
 
 
 @pytest.mark.parametrize("keys, force, expected", [

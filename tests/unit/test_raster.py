@@ -307,6 +307,25 @@ def test_all_problems_of_an_upload_are_reported_at_once(tmp_path):
     assert "uint16" in caught.value.reason and "5 band(s)" in caught.value.reason
 
 
+def test_a_header_claiming_more_pixels_than_the_limit_is_refused_before_any_is_read(tmp_path):
+    huge = str(tmp_path / "huge.tif")
+    # What a damaged or hand-made header can claim: 10 gigapixels, in a file of a few hundred kB.
+    with rasterio.open(huge, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8",
+                       crs="EPSG:3857", transform=rasterio.transform.from_origin(0, 0, 1, 1), tiled=True,
+                       blockxsize=1024, blockysize=1024, compress="deflate", sparse_ok=True):
+        pass
+    assert os.path.getsize(huge) < 2**20
+    with pytest.raises(BadUpload, match=r"header claims 100,000 x 100,000 pixels \(10,000 Mpx\) in a file of "
+                                        r"0\.\d MB, more than ls4 takes \(3,000 Mpx, LS4_MAX_PIXELS\)"):
+        raster.compress(huge, str(tmp_path / "out.tif"), "nc")
+    assert not os.path.exists(tmp_path / "out.tif")
+    # The limit is the deployment's.
+    small = str(tmp_path / "small.tif")
+    make_frame(small, "nc", 300, 200)
+    with pytest.raises(BadUpload, match=r"\(0 Mpx, LS4_MAX_PIXELS\)"):
+        raster.compress(small, str(tmp_path / "out.tif"), "nc", max_pixels=50_000)
+
+
 def test_compress_reads_gdal_paths_like_vsis3(tmp_path):
     src = str(tmp_path / "frame.tif")
     make_frame(src, "bw", 600, 400)

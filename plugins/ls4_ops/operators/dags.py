@@ -9,10 +9,25 @@ from airflow.sdk import DAG, CronTriggerTimetable
 
 from ls4_ops.operators.notifications import notify_task_failure
 
+# How long a task may take before it fails (and retries) instead of holding a worker,
+# by the work it does. A frame stage of the largest upload ls4 takes (LS4_MAX_PIXELS,
+# 3 Gpx) takes about 2 minutes of raster work on 2 cores (bench-raster: ~30 Mpx/s a
+# stage) plus its transfers through S3; the collection-wide tasks list, query and
+# write for thousands of frames; the bucket-wide ones for the whole archive.
+TIMEOUTS = {
+    "frame stage": timedelta(minutes=30),
+    "plan": timedelta(minutes=15),
+    "tile index": timedelta(minutes=30),
+    "collection overview": timedelta(minutes=60),
+    "publish": timedelta(minutes=10),  # the mapfile, the preview page, waiting for the WMS, the report
+    "bucket-wide": timedelta(minutes=60),  # discovery, the router, the compiled index, maintenance
+}
+
 
 def bucket_wide_dag(dag_id: str, *, description: str, doc_md: str, schedule, retry_delay: timedelta) -> DAG:
     """A DAG that runs one at a time on its schedule from when it appears (no
-    catch-up of missed intervals), retries its tasks and notifies when one fails."""
+    catch-up of missed intervals), retries its tasks (each within its time) and
+    notifies when one fails."""
     return DAG(
         dag_id=dag_id,
         description=description,
@@ -23,7 +38,7 @@ def bucket_wide_dag(dag_id: str, *, description: str, doc_md: str, schedule, ret
         max_active_runs=1,
         is_paused_upon_creation=False,
         default_args={"owner": "ls4", "retries": 2, "retry_delay": retry_delay,
-                      "on_failure_callback": notify_task_failure},
+                      "execution_timeout": TIMEOUTS["bucket-wide"], "on_failure_callback": notify_task_failure},
         tags=["ls4", "maintenance"],
     )
 

@@ -113,7 +113,8 @@ class CompressOperator(FrameStageOperator):
         with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
             local = os.path.join(directory, COMPRESSED)
             with self.s3.endpoint().rasterio_env():
-                info = raster.compress(source, local, self.collection.band, key=self.upload["key"])
+                info = raster.compress(source, local, self.collection.band, key=self.upload["key"],
+                                       max_pixels=self.settings.max_pixels)
             self.s3.upload(local, self.bucket_name, self.work_key(COMPRESSED))
         self.log.info("compressed %s: %s", self.upload["key"], info)
         return info
