@@ -63,7 +63,6 @@ Ends with ``one-frame p95 n500/n10=<x>`` and, last,
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import multiprocessing
 import os

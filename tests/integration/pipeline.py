@@ -101,6 +101,19 @@ def run_dag(dag_id: str, module: str = "ls4_collections", **conf):
     return dag.test(run_conf=conf or None)
 
 
+def returned(run, task_id: str):
+    """What a task of a ``dag.test()`` run returned (its XCom)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(select(XComModel.value).where(
+            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
+            XComModel.key == "return_value"))
+    return json.loads(value) if isinstance(value, str) else value
+
+
 UTM = "EPSG:26914"
 
 

@@ -80,6 +80,8 @@ def test_each_collection_run_succeeds_and_writes_valid_cogs(processed, sources, 
     collections, runs = processed
     assert {name: run.state for name, run in runs.items()} == {
         "testville_tops_1975_frames": "success", "testville_ams_1960_frames": "success"}
+    for run in runs.values():
+        assert pipeline.returned(run, "report") == "3 uploads processed (3 uploads seen = 3 indexed + 0 not processed)"
     client = pipeline.s3()
     for key in sources:
         cog_key = parse_key(key).cog_key

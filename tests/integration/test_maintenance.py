@@ -11,12 +11,11 @@ intermediate no run will come back for. One dry run, then two real runs.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from ls4_ops import maintenance, mapfile, tileindex
 from ls4_ops.layout import BAND_PREFIXES, QUARANTINE_PREFIX, parse_key
@@ -67,16 +66,9 @@ def quarantined_tables() -> dict[str, int]:
 
 def maintain(**conf) -> dict:
     """Run the maintenance DAG; return what its task returned (its XCom)."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
     run = pipeline.load_dags("ls4_maintenance").dag.test(run_conf=conf or None)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == "ls4_maintenance", XComModel.run_id == run.run_id,
-            XComModel.task_id == "maintain", XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
+    return pipeline.returned(run, "maintain")
 
 
 def ours(summary: dict) -> dict[str, dict]:

@@ -208,7 +208,7 @@ def statement(effect="Allow", principal="*", action="s3:GetObject", resource=f"a
     ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/scanned/*")]}, True),
     ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/SCANNED/*")]}, False),  # keys are case-sensitive
     ({"Statement": [statement(action="S3:getobject")]}, True),  # actions are not
-    ({"Statement": [statement(resource=f"arn:aws:s3:::other/*")]}, False),
+    ({"Statement": [statement(resource="arn:aws:s3:::other/*")]}, False),
     ({"Statement": [statement(principal={"AWS": "arn:aws:iam::1:root"})]}, False),
     ({"Statement": [statement(action="s3:PutObject")]}, False),
     ({"Statement": [statement(Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}})]}, False),
