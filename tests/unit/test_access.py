@@ -66,3 +66,41 @@ def test_the_access_mode_is_policy_unless_acls_are_asked_for():
     assert Settings.from_env({"LS4_PUBLIC_ACCESS": "acl"}).uses_acls
     with pytest.raises(ValueError, match="LS4_PUBLIC_ACCESS='acls'"):
         Settings.from_env({"LS4_PUBLIC_ACCESS": "acls"})
+
+
+# --- what a policy or an ACL someone else wrote lets anyone read (maintenance's checks) ---
+
+BUCKET = "ls4"
+SCAN = "nc/anderson/ams_1960/frames/scanned/19600101_1-1.tif"
+
+
+def statement(effect="Allow", principal="*", action="s3:GetObject", resource=f"arn:aws:s3:::{BUCKET}/*", **more):
+    return {"Effect": effect, "Principal": principal, "Action": action, "Resource": resource, **more}
+
+
+@pytest.mark.parametrize("policy, public", [
+    (None, False),
+    ({"Statement": [statement()]}, True),
+    ({"Statement": statement(principal={"AWS": ["*"]}, action=["s3:Get*"])}, True),
+    ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/scanned/*")]}, True),
+    ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/SCANNED/*")]}, False),  # keys are case-sensitive
+    ({"Statement": [statement(action="S3:getobject")]}, True),  # actions are not
+    ({"Statement": [statement(resource="arn:aws:s3:::other/*")]}, False),
+    ({"Statement": [statement(principal={"AWS": "arn:aws:iam::1:root"})]}, False),
+    ({"Statement": [statement(action="s3:PutObject")]}, False),
+    ({"Statement": [statement(Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}})]}, False),
+    ({"Statement": [statement(), statement(effect="Deny", resource=f"arn:aws:s3:::{BUCKET}/nc/*")]}, False),
+    ({"Statement": [statement(), statement(effect="Deny", Condition={"Bool": {"aws:SecureTransport": "false"}})]},
+     True),
+])
+def test_a_bucket_policy_makes_a_scan_public_only_when_it_lets_anyone_get_it(policy, public):
+    assert access.policy_lets_anyone_read(policy, BUCKET, SCAN) is public
+
+
+def test_an_acl_makes_a_scan_public_when_all_users_may_read_it():
+    owner = {"Grantee": {"Type": "CanonicalUser", "ID": "x"}, "Permission": "FULL_CONTROL"}
+    everyone = {"Grantee": {"Type": "Group", "URI": access.ALL_USERS}, "Permission": "READ"}
+    authenticated = {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"},
+                     "Permission": "READ"}
+    assert access.acl_lets_anyone_read([owner, everyone])
+    assert not access.acl_lets_anyone_read([owner, authenticated])

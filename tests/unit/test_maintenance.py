@@ -4,9 +4,8 @@ what is only reported, and that nothing a user uploaded is ever touched."""
 import json
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from ls4_ops import access, maintenance
+from ls4_ops import maintenance
 from ls4_ops.layout import parse_key
 from ls4_ops.maintenance import Finding, Inputs, Report, decide
 from ls4_ops.plan import S3Object
@@ -193,42 +192,6 @@ def test_scan_keys_are_the_scans_in_the_layout():
         GOOD.prefix("scanned") + "19600101_1-1.tif"]
 
 
-BUCKET = "ls4"
-SCAN = "nc/anderson/ams_1960/frames/scanned/19600101_1-1.tif"
-
-
-def statement(effect="Allow", principal="*", action="s3:GetObject", resource=f"arn:aws:s3:::{BUCKET}/*", **more):
-    return {"Effect": effect, "Principal": principal, "Action": action, "Resource": resource, **more}
-
-
-@pytest.mark.parametrize("policy, public", [
-    (None, False),
-    ({"Statement": [statement()]}, True),
-    ({"Statement": statement(principal={"AWS": ["*"]}, action=["s3:Get*"])}, True),
-    ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/scanned/*")]}, True),
-    ({"Statement": [statement(resource=f"arn:aws:s3:::{BUCKET}/*/SCANNED/*")]}, False),  # keys are case-sensitive
-    ({"Statement": [statement(action="S3:getobject")]}, True),  # actions are not
-    ({"Statement": [statement(resource="arn:aws:s3:::other/*")]}, False),
-    ({"Statement": [statement(principal={"AWS": "arn:aws:iam::1:root"})]}, False),
-    ({"Statement": [statement(action="s3:PutObject")]}, False),
-    ({"Statement": [statement(Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}})]}, False),
-    ({"Statement": [statement(), statement(effect="Deny", resource=f"arn:aws:s3:::{BUCKET}/nc/*")]}, False),
-    ({"Statement": [statement(), statement(effect="Deny", Condition={"Bool": {"aws:SecureTransport": "false"}})]},
-     True),
-])
-def test_a_bucket_policy_makes_a_scan_public_only_when_it_lets_anyone_get_it(policy, public):
-    assert access.policy_lets_anyone_read(policy, BUCKET, SCAN) is public
-
-
-def test_an_acl_makes_a_scan_public_when_all_users_may_read_it():
-    owner = {"Grantee": {"Type": "CanonicalUser", "ID": "x"}, "Permission": "FULL_CONTROL"}
-    everyone = {"Grantee": {"Type": "Group", "URI": access.ALL_USERS}, "Permission": "READ"}
-    authenticated = {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"},
-                     "Permission": "READ"}
-    assert access.acl_lets_anyone_read([owner, everyone])
-    assert not access.acl_lets_anyone_read([owner, authenticated])
-
-
 def report(dry_run=False) -> Report:
     given = inputs(obj(GONE.mapfile_key), obj("mapfiles/notes.txt"), *map(obj, LAYOUT_VIOLATIONS[:3]),
                    tables=(GOOD.table, GONE.table))
@@ -296,7 +259,7 @@ def test_apply_copies_then_deletes_and_goes_on_past_a_failure():
                 Finding(maintenance.OUTSIDE_LAYOUT, "nc/x.tif", "r")]
     done = Report(NOW, False, {}, findings)
     s3 = RecordingS3(fail_key="mapfiles/a.map")
-    maintenance.apply(done, s3, engine=None, bucket=BUCKET)
+    maintenance.apply(done, s3, engine=None, bucket="ls4")
     assert s3.calls == [("copy", "mapfiles/b.txt", "quarantine/s/mapfiles/b.txt", '"eb"'),
                         ("delete", "mapfiles/b.txt"), ("delete", "ls4-work/c")]
     assert done.failed == {"mapfiles/a.map": "RuntimeError: precondition failed"}
