@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.exceptions import ClientError
 
-from ls4_ops import access
+from ls4_ops import access, scratch
 from ls4_ops.plan import CogSource, S3Object
 from ls4_ops.s3env import S3Endpoint
 
@@ -98,8 +97,8 @@ class Ls4S3Hook(S3Hook):
 
     @contextmanager
     def downloaded(self, bucket_name: str, keys: dict[str, str]) -> Iterator[str]:
-        """Download ``keys`` (key -> local file name) into a fresh temporary folder."""
-        with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
+        """Download ``keys`` (key -> local file name) into a fresh scratch folder."""
+        with scratch.workspace("download") as directory:
             client = self.get_conn()
             for key, name in keys.items():
                 client.download_file(bucket_name, key, os.path.join(directory, name))

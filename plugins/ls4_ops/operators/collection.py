@@ -5,14 +5,13 @@ report what the run did."""
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ls4_ops import mapfile, plan, tileindex
+from ls4_ops import mapfile, plan, scratch, tileindex
 from ls4_ops.errors import UploadsUnprocessed
 from ls4_ops.operators.base import CollectionOperator
 from ls4_ops.operators.notifications import last_success_start
@@ -156,7 +155,7 @@ class TileIndexOperator(CollectionOperator):
             summary = tileindex.summary(connection, self.collection)
             if published != summary.generation:
                 records = tileindex.read_records(connection, self.collection)
-                with tempfile.TemporaryDirectory(prefix="ls4-index-") as directory:
+                with scratch.workspace("index") as directory:
                     files = tileindex.write_shapefile(records, self.collection, directory)
                     zip_file = files.pop(self.collection.tile_index_zip_key)
                     with ThreadPoolExecutor(len(files)) as uploads:
@@ -213,7 +212,7 @@ class CollectionOverviewOperator(CollectionOperator):
 
         from ls4_ops import overview
 
-        with tempfile.TemporaryDirectory(prefix="ls4-overview-") as directory, \
+        with scratch.workspace("overview") as directory, \
                 self.s3.endpoint().rasterio_env(), ExitStack() as frames:
             opened = {}
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from ls4_ops import compiled_index
+from ls4_ops import compiled_index, scratch
 from ls4_ops.layout import COMPILED_INDEX_KEY
 from ls4_ops.operators.base import Ls4Operator
 
@@ -37,7 +36,7 @@ class CompileIndexOperator(Ls4Operator):
     def execute(self, context):
         head = self.s3.head_object(key=COMPILED_INDEX_KEY, bucket_name=self.bucket_name)
         published = (head or {}).get("Metadata", {}).get(compiled_index.FINGERPRINT_METADATA)
-        with tempfile.TemporaryDirectory(prefix="ls4-compiled-") as directory:
+        with scratch.workspace("compiled") as directory:
             path = os.path.join(directory, os.path.basename(COMPILED_INDEX_KEY))
             # One snapshot: the fingerprint stored is of exactly the rows written.
             with self.postgis.execution_options(isolation_level="REPEATABLE READ").begin() as connection:

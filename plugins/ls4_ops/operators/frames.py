@@ -11,12 +11,12 @@ tasks of one upload may run on different workers. Intermediates live under
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from ls4_ops import scratch
 from ls4_ops.errors import BadUpload
 from ls4_ops.layout import UploadKey, parse_key
 from ls4_ops.operators.base import CollectionOperator
@@ -110,7 +110,7 @@ class CompressOperator(FrameStageOperator):
         from ls4_ops import raster
 
         source = vsis3_path(self.bucket_name, self.upload["key"])
-        with tempfile.TemporaryDirectory(prefix="ls4-") as directory:
+        with scratch.workspace("compress") as directory:
             local = os.path.join(directory, COMPRESSED)
             with self.s3.endpoint().rasterio_env():
                 info = raster.compress(source, local, self.collection.band, key=self.upload["key"],
