@@ -1,0 +1,78 @@
+"""Outages while a multi-frame run is in flight: the S3 endpoint, then PostGIS, cut (behind a
+proxy: the service keeps its data) and restored. Tasks retry, the run completes, every frame
+is in the index exactly once, and nothing half-written is visible under ``cog/``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from rio_cogeo.cogeo import cog_validate
+from sqlalchemy import text
+
+from include import local_stack
+from ls4_ops.layout import parse_key
+from ls4_ops.plan import SOURCE_KEY_METADATA
+from tests.integration import pipeline
+from tests.integration.faults import CuttableProxy
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+FRAMES = 6
+OUTAGE_AFTER_S = 3
+OUTAGE_S = 15
+
+
+def through(proxy: CuttableProxy, service: str) -> dict[str, str]:
+    """The Airflow connection of ``service`` with the proxy in place of the service."""
+    name = {"s3": "AIRFLOW_CONN_LS4_S3", "postgis": "AIRFLOW_CONN_LS4_POSTGIS"}[service]
+    connection = json.loads(os.environ[name])
+    if service == "s3":
+        connection["extra"]["endpoint_url"] = f"http://127.0.0.1:{proxy.port}"
+    else:
+        connection["port"] = proxy.port
+    return {name: json.dumps(connection)}
+
+
+def target(service: str) -> tuple[str, int]:
+    if service == "s3":
+        host, port = os.environ["LS4_S3_ENDPOINT"].rsplit("/", 1)[-1].rsplit(":", 1)
+        return host, int(port)
+    return os.environ["LS4_PG_HOST"], int(os.environ["LS4_PG_PORT"])
+
+
+@pytest.mark.parametrize("service", ["s3", "postgis"])
+def test_an_outage_during_a_run_is_retried_and_the_run_completes_with_nothing_half_written(
+        service, monkeypatch, tmp_path):
+    georef = f"nc/{service}outage/usda_1963/frames/georef/"
+    keys = [f"{georef}19630601_1-{i + 1}.tif" for i in range(FRAMES)]
+    collection = parse_key(keys[0]).collection
+    pipeline.upload_row(tmp_path, keys, (660_000.0, 3_350_000.0), (400, 300))
+    assert collection.name in pipeline.discover()
+
+    proxy = CuttableProxy(target(service))
+    for name, value in through(proxy, service).items():
+        monkeypatch.setenv(name, value)
+    try:
+        with proxy.outage(OUTAGE_AFTER_S, OUTAGE_S):
+            run = pipeline.run_dag(collection.dag_id)
+    finally:
+        proxy.close()
+
+    tries = {(ti.task_id, ti.map_index): ti.try_number for ti in run.get_task_instances()}
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert proxy.refused > 0, "the outage did not meet the run"
+    assert max(tries.values()) > 1, "no task had to retry"
+    with local_stack.postgis_engine().connect() as connection:
+        rows = connection.execute(text(f'SELECT cog_key FROM public."{collection.table}"')).scalars().all()
+    assert sorted(rows) == sorted(parse_key(key).cog_key for key in keys)
+    client = pipeline.s3()
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket=pipeline.bucket(), Prefix=collection.prefix("cog"))
+              .get("Contents", []) if collection.is_cog_key(o["Key"])]
+    assert sorted(listed) == sorted(rows)
+    for key in listed:  # each one whole: a valid COG made from its upload
+        local = str(tmp_path / "check.tif")
+        client.download_file(pipeline.bucket(), key, local)
+        assert cog_validate(local, quiet=True)[0], key
+        assert client.head_object(Bucket=pipeline.bucket(), Key=key)["Metadata"][SOURCE_KEY_METADATA] in keys
