@@ -10,6 +10,7 @@ import gc
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -44,7 +45,6 @@ SENSOR_TIMEOUT = timedelta(minutes=5)
 TASK_ARGS = {
     "owner": "ls4",
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "on_failure_callback": notify_task_failure,
 }
@@ -73,6 +73,12 @@ COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 """
 
 
+@lru_cache(maxsize=None)  # one instance for all the collections' tasks
+def retry_delay(seconds: int) -> timedelta:
+    """The first retry's delay (later ones back off exponentially)."""
+    return timedelta(seconds=seconds)
+
+
 def reconcile_minute(collection: Collection) -> int:
     """The minute of the reconciliation hour a collection's daily run starts at: spread
     over the hour (stable across parses) rather than all collections at once."""
@@ -80,8 +86,9 @@ def reconcile_minute(collection: Collection) -> int:
 
 
 def collection_dag(collection: Collection, settings: Settings) -> DAG:
+    task_args = {**TASK_ARGS, "retry_delay": retry_delay(settings.retry_delay_s)}
     common = {"collection": collection, "bucket_name": settings.bucket,
-              "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **TASK_ARGS}
+              "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **task_args}
     with DAG(
         dag_id=collection.dag_id,
         description=f"COGs, tile index and WMS of {collection.title}",
@@ -112,7 +119,7 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
             poke_interval=60,
             timeout=int(SENSOR_TIMEOUT.total_seconds()),
             soft_fail=True,
-            **TASK_ARGS,
+            **task_args,
         )
         plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE,
                                    execution_timeout=TIMEOUTS["plan"], **common)

@@ -56,6 +56,9 @@ class Settings:
     # Uploads larger than these are refused with their reason before any raster
     # work: a header claiming 100000 x 100000 pixels in a file of 300 KB would
     # otherwise hold a worker for minutes. A 20000 x 20000 frame is 400 Mpx.
+    # The first retry of a failed collection task waits this long (later ones back off
+    # exponentially): an S3 or PostGIS outage of a few minutes is ridden out.
+    retry_delay_s: int = 30
     max_pixels: int = 3_000_000_000
     max_upload_bytes: int = 20 * 2**30
     # Daily maintenance removes orphan mapfiles and tables for good instead of
@@ -86,6 +89,7 @@ class Settings:
                                   PUBLIC_ACCESS_MODES),
             apply_bucket_policy=_flag(environ.get("LS4_APPLY_BUCKET_POLICY", "")),
             maintenance_delete=_flag(environ.get("LS4_MAINTENANCE_DELETE", "")),
+            retry_delay_s=int(environ.get("LS4_RETRY_DELAY_S", cls.retry_delay_s)),
             max_pixels=int(environ.get("LS4_MAX_PIXELS", cls.max_pixels)),
             max_upload_bytes=int(environ.get("LS4_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
         )

@@ -111,7 +111,12 @@ def returned(run, task_id: str):
         value = session.scalar(select(XComModel.value).where(
             XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
             XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
+    if isinstance(value, str):  # a dict may come back as its JSON text, a string as itself
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 UTM = "EPSG:26914"
