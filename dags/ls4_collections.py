@@ -10,7 +10,6 @@ import gc
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -73,12 +72,6 @@ COG, and `{index_zip}`) and publishes the WMS mapfile `{mapfile}`.
 """
 
 
-@lru_cache(maxsize=None)  # one instance for all the collections' tasks
-def retry_delay(seconds: int) -> timedelta:
-    """The first retry's delay (later ones back off exponentially)."""
-    return timedelta(seconds=seconds)
-
-
 def reconcile_minute(collection: Collection) -> int:
     """The minute of the reconciliation hour a collection's daily run starts at: spread
     over the hour (stable across parses) rather than all collections at once."""
@@ -86,7 +79,7 @@ def reconcile_minute(collection: Collection) -> int:
 
 
 def collection_dag(collection: Collection, settings: Settings) -> DAG:
-    task_args = {**TASK_ARGS, "retry_delay": retry_delay(settings.retry_delay_s)}
+    task_args = {**TASK_ARGS, "retry_delay": timedelta(seconds=settings.retry_delay_s)}
     common = {"collection": collection, "bucket_name": settings.bucket,
               "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **task_args}
     with DAG(

@@ -81,7 +81,8 @@ def acls_disabled(bucket_name: str) -> bool:
 def refuse_acls_where_disabled(app):
     """AWS's answer to an ACL on a bucket with ACLs disabled (path-style requests, as ls4's)."""
     def application(environ, start_response):
-        if environ.get("REQUEST_METHOD") == "PUT" and not is_sqs_or_sns(environ):
+        # A PUT of an object or its ACL, and the POST that starts a multipart upload.
+        if environ.get("REQUEST_METHOD") in ("PUT", "POST") and not is_sqs_or_sns(environ):
             request = Request(environ)
             parts = request.path.lstrip("/").split("/", 1)
             if len(parts) == 2 and parts[1] and sets_an_acl(request) and acls_disabled(parts[0]):

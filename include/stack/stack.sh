@@ -327,8 +327,12 @@ set_ms_dirs
 ms_user_reaches() { (cd / && runuser -u "$MS_USER" -- test -x "$1"); }
 
 relocate_mapserver() {
-    local alt
-    alt="/var/tmp/ls4-mapserver/$(printf %s "$LS4_STATE_DIR" | md5sum | cut -c1-12)"
+    local alt parent=/var/tmp/ls4-mapserver
+    # Root writes configuration there that lighttpd runs: the folder must be root's alone.
+    install -d -m 0755 "$parent"
+    [ "$(stat -c '%u %a' "$parent")" = "0 755" ] && [ ! -L "$parent" ] \
+        || die "mapserver: $parent is not root's alone (owner/mode $(stat -c '%U %a' "$parent")): remove it"
+    alt="$parent/$(printf %s "$LS4_STATE_DIR" | md5sum | cut -c1-12)"
     if [ ! -L "$MS_LINK" ]; then
         rm -rf "$MS_LINK" "$alt"
         ln -s "$alt" "$MS_LINK"

@@ -23,26 +23,19 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from botocore.exceptions import ClientError
 
-from ls4_ops.layout import BANDS, COMPILED_INDEX_KEY, MAPFILE_PREFIX, UPLOAD_EXTENSIONS
+from ls4_ops.layout import BANDS, COMPILED_INDEX_KEY, MAPFILE_PREFIX, PREVIEW_EXTENSION, UPLOAD_EXTENSIONS
 
 STATEMENT_ID = "ls4PublicRead"
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
-PREVIEW_EXTENSION = ".html"
 
 PUBLIC_KEY_PATTERNS = tuple(
     [f"{band}/*/{stage}/*{extension}" for band in BANDS for stage in ("scanned", "georef")
      for extension in UPLOAD_EXTENSIONS]
     + [f"{band}/*/cog/*" for band in BANDS]
     + [COMPILED_INDEX_KEY, f"{MAPFILE_PREFIX}*{PREVIEW_EXTENSION}"])
-
-
-def is_public(key: str) -> bool:
-    """Whether the public-read statement covers ``key`` (the same matching as S3's)."""
-    return any(fnmatchcase(key, pattern) for pattern in PUBLIC_KEY_PATTERNS)
 
 
 def public_read_statement(bucket: str) -> dict:
@@ -97,6 +90,16 @@ def check_policy(policy: dict | None, bucket: str, *, apply: bool) -> PolicyChec
         "indexes, the compiled GeoJSON, preview pages), so download links and the WMS fail: add this "
         "statement to it, or set LS4_APPLY_BUCKET_POLICY=true to let ls4 add it: "
         + json.dumps(public_read_statement(bucket))), version=version)
+
+
+def unreadable_policy(bucket: str, error: Exception) -> str:
+    return (f"ls4 cannot read the policy of bucket {bucket} ({error}), so it cannot tell whether what it "
+            "publishes is public: allow it s3:GetBucketPolicy, or check the policy yourself (README, Public access)")
+
+
+def unwritable_policy(bucket: str, error: Exception) -> str:
+    return (f"ls4 could not add its public-read statement to the policy of bucket {bucket} ({error}); with "
+            "Block Public Access on, turn off its policy settings for this bucket, or add the statement yourself")
 
 
 # --- what a bucket actually lets anyone read (for checks of objects ls4 did not write) ----------

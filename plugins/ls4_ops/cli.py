@@ -290,7 +290,7 @@ def run_status(args, services: Services) -> Output:
                                "upload under bw/ or nc/ makes it (`ls4 status` lists them all)")
     with services.database() as connection:
         counts = {c: collection_counts(c, objs, tileindex.indexed(connection, c),
-                                       failures.failed(connection, c))
+                                       failures.failed(connection, c), services.settings.max_upload_bytes)
                   for c, objs in uploads.items()}
     runs: dict[Collection, tuple[bool, DagRun | None]] = {}
     with services.reaching_airflow() as api:
@@ -362,7 +362,8 @@ def run_where(args, services: Services) -> Output:
         stages = [Stage("uploaded", None, "an original scan: public (see README, Public access), linked from its frame's "
                                           f"index row (dl_orig); frames are processed from {upload.collection.prefix('georef')}")]
         return _where_output(key, stages)
-    stages = where(gather_upload_facts(services, upload, services.head(upload.key)), services.settings.wms_url)
+    stages = where(gather_upload_facts(services, upload, services.head(upload.key)), services.settings.wms_url,
+                   services.settings.max_upload_bytes)
     with services.database() as connection:
         history = ledger.history(connection, upload.key)
     return _where_output(key, stages, note, history)

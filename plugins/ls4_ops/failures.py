@@ -9,6 +9,7 @@ processed like any other upload.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,12 +52,15 @@ def forget(connection: Connection, key: str) -> None:
         connection.execute(text(f"DELETE FROM {TABLE} WHERE key = :key"), {"key": key})
 
 
-def reasons(connection: Connection, keys: list[str]) -> dict[str, str]:
-    """Why each of ``keys`` that failed could not be processed."""
-    if not keys or not _exists(connection):
+def reasons(connection: Connection, versions: Mapping[str, str | None]) -> dict[str, str]:
+    """Why each upload that failed could not be processed. ``versions``: key -> the ETag of
+    the version asked about (None: whichever failed); the failure of another version of it
+    is not this one's reason."""
+    if not versions or not _exists(connection):
         return {}
-    return dict(connection.execute(text(f"SELECT key, reason FROM {TABLE} WHERE key = ANY(:keys)"),
-                                   {"keys": keys}).all())
+    rows = connection.execute(text(f"SELECT key, etag, reason FROM {TABLE} WHERE key = ANY(:keys)"),
+                              {"keys": list(versions)}).all()
+    return {key: reason for key, etag, reason in rows if versions[key] in (None, etag)}
 
 
 def failed(connection: Connection, collection: Collection) -> dict[str, str]:

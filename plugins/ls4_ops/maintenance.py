@@ -333,9 +333,9 @@ def gather(s3_client, engine: Engine, bucket: str) -> Inputs:
         try:
             return access.acl_lets_anyone_read(s3_client.get_object_acl(Bucket=bucket, Key=key)["Grants"])
         except ClientError as error:
-            if access.error_code(error) not in ("NoSuchKey", "404"):
+            if access.error_code(error) not in ("NoSuchKey", "404", "AccessDenied", "AccessControlListNotSupported"):
                 raise
-            return None  # deleted since the listing
+            return None  # deleted since the listing, or its ACL cannot be read: not known to be private
 
     unknown = [key for key in scans if key not in public]
     with ThreadPoolExecutor(ACL_READS) as pool:

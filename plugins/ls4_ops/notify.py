@@ -7,10 +7,11 @@ the amazon provider, in ``operators/notifications.py``). A channel that fails
 is logged and skipped: telling someone never fails the pipeline.
 
 A problem is identified by its subject and key and the version of the object
-it is about (the upload's ETag); a problem with no key, a task of a run out
-of retries, by its task and run. :func:`unsent` keeps the identities sent in
-PostGIS, so the same problem is not sent again by a later run, a retry or
-another task that meets it.
+it is about (the upload's ETag); a task out of retries by its task and run
+(the next run's failure is news). :func:`unsent` keeps the identities sent
+in PostGIS, so the same problem is not sent again by a later run, a retry or
+another task that meets it; a notification that some channel could not take
+is :func:`released`, so the next one to meet the problem sends it again.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ class Notification:
     etag: str = ""  # of the object the problem is about
     run_id: str = ""
     run_url: str = ""  # the task's page (and log) in Airflow
+    per_run: bool = False  # a task out of retries: each run's failure is its own problem
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def identity(self) -> tuple[str, str, str]:
         """What makes two notifications the same problem."""
+        if self.per_run:
+            return self.subject, self.key or self.source, f"{self.etag}@{self.run_id}"
         if self.key:
             return self.subject, self.key, self.etag
         return self.subject, self.source, self.run_id
@@ -66,7 +70,7 @@ class Notification:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"text": self.text}
+        return {name: value for name, value in asdict(self).items() if name != "per_run"} | {"text": self.text}
 
 
 class Notifier(Protocol):
@@ -123,16 +127,31 @@ def unsent(connection: Connection, notifications: Iterable[Notification]) -> lis
     return [notification for identity, notification in pending.items() if identity in new]
 
 
-def deliver(notifications: Iterable[Notification], channels: Iterable[Notifier]) -> int:
+def released(connection: Connection, notifications: Iterable[Notification]) -> None:
+    """Forget that these were sent (a channel could not take them): the next to meet the
+    problem sends it again."""
+    identities = [notification.identity for notification in notifications]
+    if identities:
+        connection.execute(text(
+            f"DELETE FROM {SENT} WHERE (subject, key, version) IN (SELECT * FROM unnest("
+            "CAST(:subjects AS text[]), CAST(:keys AS text[]), CAST(:versions AS text[])))"),
+            {"subjects": [i[0] for i in identities], "keys": [i[1] for i in identities],
+             "versions": [i[2] for i in identities]})
+
+
+def deliver(notifications: Iterable[Notification], channels: Iterable[Notifier]) -> list[Notification]:
     """Send each notification on every channel; a channel that fails is logged, not raised.
-    Returns how many sends failed."""
+    Returns the notifications some channel could not take."""
     channels = list(channels)
-    failed = 0
+    undelivered = []
     for notification in notifications:
+        failed = False
         for channel in channels:
             try:
                 channel.send(notification)
             except Exception:  # noqa: BLE001 - a channel that is down must not fail the pipeline
-                failed += 1
+                failed = True
                 log.exception("could not send %r through %s", notification.text, type(channel).__name__)
-    return failed
+        if failed:
+            undelivered.append(notification)
+    return undelivered

@@ -53,12 +53,12 @@ class Settings:
     # Whether discovery writes the policy's public-read statement when it is
     # missing (it needs s3:PutBucketPolicy); otherwise it only reports it.
     apply_bucket_policy: bool = False
-    # Uploads larger than these are refused with their reason before any raster
-    # work: a header claiming 100000 x 100000 pixels in a file of 300 KB would
-    # otherwise hold a worker for minutes. A 20000 x 20000 frame is 400 Mpx.
     # The first retry of a failed collection task waits this long (later ones back off
     # exponentially): an S3 or PostGIS outage of a few minutes is ridden out.
     retry_delay_s: int = 30
+    # Uploads larger than these are refused with their reason before any raster
+    # work: a header claiming 100000 x 100000 pixels in a file of 300 KB would
+    # otherwise hold a worker for minutes. A 20000 x 20000 frame is 400 Mpx.
     max_pixels: int = 3_000_000_000
     max_upload_bytes: int = 20 * 2**30
     # Daily maintenance removes orphan mapfiles and tables for good instead of

@@ -31,17 +31,17 @@ class CollectionCounts:
 
 
 def collection_counts(collection: Collection, georef: Iterable[S3Object], indexed: Mapping[str, IndexedCog],
-                      failed: Mapping[str, str]) -> CollectionCounts:
+                      failed: Mapping[str, str], max_bytes: int | None = None) -> CollectionCounts:
     """Counts of a collection from its georef uploads, its index rows by COG key and its
     recorded failures (key -> ETag of the version that failed).
 
     An upload is done when its COG's row was made from its current version (the
     row is written the moment the COG is published). A failure of an older
     version does not count: the new version waits for a run like any other.
-    Uploads no run would take (empty files, a ``.tif`` superseded by a ``.TIF``)
-    are neither pending nor failed: ``ls4 where`` tells why.
+    Uploads no run would take (empty files, larger than ``max_bytes``, a ``.tif``
+    superseded by a ``.TIF``) are neither pending nor failed: ``ls4 where`` tells why.
     """
-    uploads, _ = uploads_by_cog(collection, georef)
+    uploads, _ = uploads_by_cog(collection, georef, max_bytes)
     pending = failed_now = 0
     for cog_key, upload in uploads.items():
         row = indexed.get(cog_key)
@@ -80,7 +80,7 @@ class UploadFacts:
     wms_layers: frozenset[str] | None = None  # layers the collection's WMS lists; None: it answered no capabilities
 
 
-def where(facts: UploadFacts, wms_url: str) -> list[Stage]:
+def where(facts: UploadFacts, wms_url: str, max_bytes: int | None = None) -> list[Stage]:
     """Each stage of the upload's way (uploaded, not failed, COG, indexed, served by the WMS), and why.
 
     A stage is judged on the upload's current version: a COG or row made from
@@ -94,7 +94,7 @@ def where(facts: UploadFacts, wms_url: str) -> list[Stage]:
                                        "or upload the file")]
     if head.size == 0:
         return [Stage("uploaded", False, f"{location} is empty (0 bytes): upload it again")]
-    _, problems = uploads_by_cog(upload.collection, facts.same_cog or [head])
+    _, problems = uploads_by_cog(upload.collection, facts.same_cog or [head], max_bytes)
     superseded = {notice.key: notice.reason for notice in problems}.get(upload.key)
     if superseded:
         return [Stage("uploaded", False, superseded)]

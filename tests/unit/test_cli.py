@@ -144,6 +144,17 @@ def test_counts_frames_pending_and_failed_by_current_version():
     assert (counts.frames, counts.pending, counts.failed) == (3, 3, 1)
 
 
+def test_an_upload_over_the_size_limit_is_not_pending_and_where_says_why():
+    georef = [obj("huge.tif", "v1", size=3 * 2**30), obj("fits.tif", "v1")]
+    counts = collection_counts(COLLECTION, georef, {}, {}, max_bytes=2 * 2**30)
+    assert (counts.frames, counts.pending, counts.failed) == (0, 1, 0)
+    huge = obj("huge.tif", "v1", size=3 * 2**30)
+    facts = UploadFacts(parse_key(huge.key), "ls4", huge, [huge], None, None, None, table_generation=0,
+                        mapfile_generation=None, wms_layers=None)
+    (stage,) = where(facts, "http://wms/", max_bytes=2 * 2**30)
+    assert stage.done is False and "LS4_MAX_UPLOAD_BYTES" in stage.reason
+
+
 def test_of_a_tif_and_a_TIF_of_one_frame_only_the_newer_counts():
     georef = [obj("a.tif", "v1", minute=1), obj("a.TIF", "v2", minute=2)]
     counts = collection_counts(COLLECTION, georef, {COLLECTION.cog_key("a"): IndexedCog("v2", "")}, {})

@@ -33,13 +33,17 @@ def test_without_a_previous_success_everything_is_new(context):
     assert listed(0).changed_since(None)
 
 
-def test_a_problem_is_its_subject_key_and_version_or_without_a_key_its_task_and_run():
+def test_a_problem_is_its_subject_key_and_version_and_a_task_out_of_retries_also_its_run():
     first = Notification("upload cannot be processed", "16-bit", key="k.tif", etag="e1", run_id="r1")
     assert first.identity == Notification("upload cannot be processed", "other words", key="k.tif", etag="e1",
                                           run_id="r2").identity
     assert first.identity != Notification("upload cannot be processed", "16-bit", key="k.tif", etag="e2").identity
-    failure = Notification("ls4_x.plan failed", "boom", source="ls4_x.plan", run_id="r1")
-    assert failure.identity == ("ls4_x.plan failed", "ls4_x.plan", "r1")
+    failure = Notification("ls4_x.plan failed", "boom", source="ls4_x.plan", run_id="r1", per_run=True)
+    assert failure.identity == ("ls4_x.plan failed", "ls4_x.plan", "@r1")
+    # The same task failing on the same upload in the next run is news.
+    cog = Notification("ls4_x.frame.cog failed", "boom", key="k.tif", etag="e1", run_id="r1", per_run=True)
+    assert cog.identity != Notification("ls4_x.frame.cog failed", "boom", key="k.tif", etag="e1", run_id="r2",
+                                        per_run=True).identity
 
 
 def test_the_message_carries_key_collection_reason_and_run_link():
@@ -61,11 +65,12 @@ class Kept(list):
         self.append(notification)
 
 
-def test_a_channel_that_is_down_is_logged_and_the_others_still_send(caplog):
+def test_a_channel_that_is_down_is_logged_the_others_still_send_and_what_it_missed_is_named(caplog):
     kept = Kept()
     notices = [Notification("a", "why", key="k1"), Notification("b", "why", key="k2")]
-    assert deliver(notices, [Down(), kept]) == 2
+    assert deliver(notices, [Down(), kept]) == notices
     assert kept == notices
+    assert deliver(notices, [Kept()]) == []
     assert "could not send" in caplog.text and "the topic's endpoint is down" in caplog.text
 
 

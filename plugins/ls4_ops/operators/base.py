@@ -21,7 +21,7 @@ from airflow.sdk import BaseOperator, get_current_context
 from ls4_ops.hooks import Ls4S3Hook, postgis_engine
 from ls4_ops.layout import Collection, LayoutError, collection_of, parse_key
 from ls4_ops.notify import Notification
-from ls4_ops.operators.notifications import send
+from ls4_ops.operators.notifications import ledger_engine, send
 from ls4_ops.plan import Notice, S3Object
 from ls4_ops.settings import Settings
 
@@ -78,12 +78,17 @@ class Ls4Operator(BaseOperator):
     def notify(self, notices: Iterable[Notice]) -> None:
         """Tell operators and uploaders about ``notices`` (those not told before), with a link
         to this task's run in Airflow."""
+        notices = list(notices)
+        if not notices:
+            return
         ti = get_current_context()["ti"]
         send([Notification(subject=notice.subject, reason=notice.reason, key=notice.key, etag=notice.etag,
                            collection=notice.collection or self.collection_name or collection_of(notice.key),
                            source=f"{self.dag_id}.{self.task_id}", run_id=ti.run_id, run_url=ti.log_url)
               for notice in notices],
-             settings=self.settings, aws_conn_id=self.aws_conn_id, postgis=self.postgis)
+             settings=self.settings, aws_conn_id=self.aws_conn_id,
+             # A database that cannot be reached must not keep the notices from going out.
+             postgis=ledger_engine(self.postgis_conn_id or self.settings.postgis_conn_id))
 
 
 class CollectionOperator(Ls4Operator):

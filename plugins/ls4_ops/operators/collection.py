@@ -356,7 +356,9 @@ class ReportRunOperator(CollectionOperator):
         planned, unprocessed = self.planned or [], self.unprocessed or {}
         with self.postgis.connect() as connection:
             indexed = tileindex.indexed(connection, self.collection)
-            reasons = failures.reasons(connection, [item["key"] for item in planned] + unprocessed.get("known_bad", []))
+            # A version left alone failed before: its recorded failure is its reason.
+            reasons = failures.reasons(connection, {item["key"]: item["etag"] for item in planned}
+                                       | dict.fromkeys(unprocessed.get("known_bad", [])))
         report = plan.report_run(planned, indexed, unprocessed, reasons)
         self.notify(plan.processed_notices(self.collection, report.processed))
         if not report.clean:

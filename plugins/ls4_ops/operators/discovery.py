@@ -101,8 +101,14 @@ class DiscoverCollectionsOperator(_RegistryOperator):
         ls4 may (``LS4_APPLY_BUCKET_POLICY``), tell operators otherwise."""
         from botocore.exceptions import ClientError
 
-        check = access.check_policy(self.s3.bucket_policy(self.bucket_name), self.bucket_name,
-                                    apply=self.settings.apply_bucket_policy)
+        where = f"s3://{self.bucket_name}"
+        try:
+            policy = self.s3.bucket_policy(self.bucket_name)
+        except ClientError as error:  # no s3:GetBucketPolicy: discovery goes on, operators are told
+            self.notify([Notice("bucket policy", access.unreadable_policy(self.bucket_name, error), where,
+                                access.error_code(error))])
+            return
+        check = access.check_policy(policy, self.bucket_name, apply=self.settings.apply_bucket_policy)
         problem = check.problem
         if check.put:
             try:
@@ -110,8 +116,6 @@ class DiscoverCollectionsOperator(_RegistryOperator):
                 self.log.info("added the public-read statement %s to the policy of %s", access.STATEMENT_ID,
                               self.bucket_name)
             except ClientError as error:
-                problem = (f"ls4 could not add its public-read statement to the policy of bucket {self.bucket_name} "
-                           f"({error}); with Block Public Access on, turn off its policy settings for this bucket, "
-                           "or add the statement yourself")
+                problem = access.unwritable_policy(self.bucket_name, error)
         if problem:
-            self.notify([Notice("bucket policy", problem, f"s3://{self.bucket_name}", check.version)])
+            self.notify([Notice("bucket policy", problem, where, check.version)])

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ls4_ops.errors import BadUpload, UploadsUnprocessed
 from ls4_ops.hooks import postgis_engine
-from ls4_ops.notify import Notification, Notifier, deliver, notifier_from_setting, unsent
+from ls4_ops.notify import Notification, Notifier, deliver, notifier_from_setting, released, unsent
 from ls4_ops.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,14 +32,18 @@ class SnsNotifier:
         self.topic_arn = topic_arn
         self.aws_conn_id = aws_conn_id
 
-    def send(self, notification: Notification) -> None:
+    @cached_property
+    def hook(self):
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
+        return SnsHook(aws_conn_id=self.aws_conn_id)
+
+    def send(self, notification: Notification) -> None:
         subject = notification.text.encode("ascii", "replace").decode()
         subject = "".join(c if c.isprintable() else "?" for c in subject)[:SNS_SUBJECT_LENGTH]
         attributes = {"subject": notification.subject, "key": notification.key,
                       "collection": notification.collection}
-        SnsHook(aws_conn_id=self.aws_conn_id).publish_to_target(
+        self.hook.publish_to_target(
             target_arn=self.topic_arn, message=notification.message, subject=subject,
             message_attributes={name: value for name, value in attributes.items() if value})
 
@@ -53,25 +58,42 @@ def channels(settings: Settings, aws_conn_id: str) -> list[Notifier]:
 def send(notifications: Iterable[Notification], *, settings: Settings, aws_conn_id: str,
          postgis: Engine | None) -> None:
     """Send what was not sent before on every channel. Never raises: when PostGIS cannot say
-    what was sent, everything is sent (twice at worst, never lost)."""
+    what was sent, everything is sent; what a channel could not take is sent again by the
+    next task that meets it (twice at worst, never lost)."""
     notifications = list(notifications)
-    if postgis is not None and notifications:
+    if not notifications:
+        return
+    claimed = False
+    if postgis is not None:
         try:
             with postgis.begin() as connection:
                 notifications = unsent(connection, notifications)
+            claimed = True
         except Exception:  # noqa: BLE001 - a database outage must not hide the problems
             log.exception("could not check which of %d problems were sent before; sending them all",
                           len(notifications))
-    deliver(notifications, channels(settings, aws_conn_id))
+    undelivered = deliver(notifications, channels(settings, aws_conn_id))
+    if claimed and undelivered:
+        try:
+            with postgis.begin() as connection:
+                released(connection, undelivered)
+        except Exception:  # noqa: BLE001
+            log.exception("could not release %d notices no channel took", len(undelivered))
+
+
+_LEDGER_ENGINES: dict[str, Engine] = {}
 
 
 def ledger_engine(conn_id: str) -> Engine | None:
-    """The engine of the notices' ledger, or None when the connection cannot be made."""
-    try:
-        return postgis_engine(conn_id)
-    except Exception:  # noqa: BLE001 - a failure callback must still send its notice
-        log.exception("no PostGIS connection %r for the notices' ledger", conn_id)
-        return None
+    """The engine of the notices' ledger (one per process), or None when the connection
+    cannot be made."""
+    if conn_id not in _LEDGER_ENGINES:
+        try:
+            _LEDGER_ENGINES[conn_id] = postgis_engine(conn_id)
+        except Exception:  # noqa: BLE001 - the notices must still go out
+            log.exception("no PostGIS connection %r for the notices' ledger", conn_id)
+            return None
+    return _LEDGER_ENGINES[conn_id]
 
 
 def notify_task_failure(context) -> None:
@@ -94,6 +116,7 @@ def notify_task_failure(context) -> None:
         source=f"{ti.dag_id}.{ti.task_id}",
         run_id=ti.run_id,
         run_url=ti.log_url,
+        per_run=True,
     )
     send([notification], settings=settings, aws_conn_id=getattr(task, "aws_conn_id", settings.s3_conn_id),
          postgis=ledger_engine(getattr(task, "postgis_conn_id", "") or settings.postgis_conn_id))
