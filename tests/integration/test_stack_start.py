@@ -1,6 +1,6 @@
 """Starting the local stack where users clone it, and a start that fails.
 
-Each test runs a stack of its own (ports 57xxx, a state folder under the
+Each test runs a stack of its own (ports 27xxx, a state folder under the
 test's tmp_path), beside the session's test stack.
 """
 
@@ -16,8 +16,10 @@ import pytest
 
 from include import local_stack
 
-PORTS = {"LS4_S3_ENDPOINT": "http://127.0.0.1:57000", "LS4_PG_PORT": "57433", "LS4_WMS_PORT": "57081",
-         "LS4_AIRFLOW_PORT": "57080"}
+# Below Linux's ephemeral range (32768-60999): a port there can be held at any moment by
+# some outgoing connection's local end, and a server then cannot bind it.
+PORTS = {"LS4_S3_ENDPOINT": "http://127.0.0.1:27000", "LS4_PG_PORT": "27433", "LS4_WMS_PORT": "27081",
+         "LS4_AIRFLOW_PORT": "27080"}
 MAPFILE = """MAP
   NAME "probe"
   EXTENT 0 0 1 1
