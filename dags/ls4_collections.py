@@ -11,17 +11,17 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, AssetOrTimeSchedule, get_parsing_context, task_group
+from airflow.sdk import AssetOrTimeSchedule, get_parsing_context, task_group
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
 from ls4_ops.mapfile import mapfile_url
 from ls4_ops.operators import (
     CogOperator,
-    CompressOperator,
     CollectionOverviewOperator,
+    CompressOperator,
+    GeorefUploadSensor,
     OverviewsOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
@@ -32,7 +32,7 @@ from ls4_ops.operators import (
 )
 from ls4_ops.operators.assets import TILE_INDEXES, collection_asset
 from ls4_ops.operators.collection import INDEX_WORK_XCOM, REPORT_TASK_ID, UNPROCESSED_XCOM
-from ls4_ops.operators.dags import TIMEOUTS, daily
+from ls4_ops.operators.dags import TIMEOUTS, CollectionDAG, daily
 from ls4_ops.operators.notifications import notify_task_failure
 from ls4_ops.preview import preview_url
 from ls4_ops.settings import Settings
@@ -78,11 +78,11 @@ def reconcile_minute(collection: Collection) -> int:
     return zlib.crc32(collection.name.encode()) % 60
 
 
-def collection_dag(collection: Collection, settings: Settings) -> DAG:
+def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
     task_args = {**TASK_ARGS, "retry_delay": timedelta(seconds=settings.retry_delay_s)}
     common = {"collection": collection, "bucket_name": settings.bucket,
               "aws_conn_id": settings.s3_conn_id, "postgis_conn_id": settings.postgis_conn_id, **task_args}
-    with DAG(
+    with CollectionDAG(
         dag_id=collection.dag_id,
         description=f"COGs, tile index and WMS of {collection.title}",
         doc_md=DOC.format(title=collection.title, bucket=settings.bucket, georef=collection.prefix("georef"),
@@ -101,19 +101,10 @@ def collection_dag(collection: Collection, settings: Settings) -> DAG:
         render_template_as_native_obj=True,
         tags=["ls4", f"band:{collection.band}", f"type:{collection.type}", f"county:{collection.county}"],
     ) as dag:
-        wait = S3KeySensor(
-            task_id="wait_for_georef",
-            bucket_name=settings.bucket,
-            bucket_key=f"{collection.prefix('georef')}*",
-            wildcard_match=True,
-            aws_conn_id=settings.s3_conn_id,
-            # Waits in the triggerer, not in a worker slot, until an upload exists.
-            deferrable=True,
-            poke_interval=60,
-            timeout=int(SENSOR_TIMEOUT.total_seconds()),
-            soft_fail=True,
-            **task_args,
-        )
+        # Waits in the triggerer, not in a worker slot, until an upload exists.
+        wait = GeorefUploadSensor(task_id="wait_for_georef", collection=collection, bucket_name=settings.bucket,
+                                  aws_conn_id=settings.s3_conn_id, deferrable=True, poke_interval=60,
+                                  timeout=int(SENSOR_TIMEOUT.total_seconds()), soft_fail=True, **task_args)
         plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE,
                                    execution_timeout=TIMEOUTS["plan"], **common)
 

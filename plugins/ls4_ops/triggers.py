@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ls4_ops import events
@@ -49,6 +48,9 @@ class UploadEventsTrigger(BaseEventTrigger):
                  "wait_time_seconds": self.wait_time_seconds, "retry_delay": self.retry_delay})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Imported here: the ls4_uploads DAG file builds this trigger, and the hook brings boto3.
+        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
         hook = SqsHook(aws_conn_id=self.aws_conn_id)
         while True:
             try:

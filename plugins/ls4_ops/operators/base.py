@@ -3,8 +3,8 @@
 DAG files import these operators, and the factory builds seven of them per
 collection, so two things are kept out of the parse path:
 
-* provider hooks that no DAG file needs are imported where they are used
-  (PostgresHook pulls in psycopg and the SQL provider);
+* provider hooks are imported where they are used (PostgresHook pulls in
+  psycopg and the SQL provider, S3Hook boto3);
 * Airflow wraps every ``__init__`` of an operator class hierarchy (each level
   merges defaults and copies the DAG params again), so the shared arguments
   are taken in one ``__init__`` per base class, not in a chain of them.
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, get_current_context
 
-from ls4_ops.hooks import Ls4S3Hook, postgis_engine
 from ls4_ops.layout import Collection, LayoutError, collection_of, parse_key
 from ls4_ops.notify import Notification
 from ls4_ops.operators.notifications import ledger_engine, send
@@ -27,6 +26,8 @@ from ls4_ops.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from ls4_ops.hooks import Ls4S3Hook
 
 
 class Ls4Operator(BaseOperator):
@@ -52,6 +53,8 @@ class Ls4Operator(BaseOperator):
 
     @cached_property
     def s3(self) -> Ls4S3Hook:
+        from ls4_ops.hooks import Ls4S3Hook
+
         return Ls4S3Hook(aws_conn_id=self.aws_conn_id)
 
     @cached_property
@@ -61,6 +64,8 @@ class Ls4Operator(BaseOperator):
     @cached_property
     def postgis(self) -> Engine:
         """The tile-index database, through the postgres provider's hook."""
+        from ls4_ops.hooks import postgis_engine
+
         return postgis_engine(self.postgis_conn_id or self.settings.postgis_conn_id)
 
     @property

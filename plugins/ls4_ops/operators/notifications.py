@@ -10,7 +10,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ls4_ops.errors import BadUpload, UploadsUnprocessed
-from ls4_ops.hooks import postgis_engine
 from ls4_ops.notify import Notification, Notifier, deliver, notifier_from_setting, released, unsent
 from ls4_ops.settings import Settings
 
@@ -88,6 +87,8 @@ def ledger_engine(conn_id: str) -> Engine | None:
     """The engine of the notices' ledger (one per process), or None when the connection
     cannot be made."""
     if conn_id not in _LEDGER_ENGINES:
+        from ls4_ops.hooks import postgis_engine  # boto3 comes with ls4_ops.hooks: not at parse time
+
         try:
             _LEDGER_ENGINES[conn_id] = postgis_engine(conn_id)
         except Exception:  # noqa: BLE001 - the notices must still go out
