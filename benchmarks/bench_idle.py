@@ -86,15 +86,11 @@ def upload_archive(s3, bucket: str, chosen: list[Collection], frames: int, scrat
 
 def process_in_process(chosen: list[Collection], settings: Settings) -> None:
     """Each collection's DAG once, with dag.test() (no scheduler): its COGs, index and mapfile."""
-    import importlib.util
+    from ls4_ops.operators.collection_dags import collection_dag
 
-    spec = importlib.util.spec_from_file_location("ls4_collections_bench", os.path.join(ROOT, "dags",
-                                                                                      "ls4_collections.py"))
-    factory = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(factory)
     start = time.perf_counter()
     for n, collection in enumerate(chosen, 1):
-        run = factory.collection_dag(collection, settings).test()
+        run = collection_dag(collection, settings).test()
         if run.state != "success":
             raise RuntimeError(f"{collection.dag_id}: the run that processes its frames ended {run.state}")
         if n % 20 == 0 or n == len(chosen):

@@ -15,6 +15,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from ls4_ops import registry
 from ls4_ops.layout import Collection
+from ls4_ops.operators.collection_dags import dag_file_module
 from ls4_ops.s3env import S3Endpoint
 from ls4_ops.settings import Settings
 
@@ -96,8 +97,9 @@ def discover() -> dict[str, Collection]:
     return registry.load(os.environ["LS4_REGISTRY"])
 
 
-def run_dag(dag_id: str, module: str = "ls4_collections", **conf):
-    dag = getattr(load_dags(module), dag_id)
+def run_dag(dag_id: str, **conf):
+    """Run a collection's DAG, loaded from the DAG file of its shard."""
+    dag = getattr(load_dags(dag_file_module(dag_id)), dag_id)
     return dag.test(run_conf=conf or None)
 
 

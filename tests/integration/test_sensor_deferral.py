@@ -21,6 +21,7 @@ from airflow.triggers.base import TriggerEvent
 
 from ls4_ops import registry
 from ls4_ops.layout import parse_key
+from ls4_ops.operators.collection_dags import dag_file_module
 from ls4_ops.settings import Settings
 from tests.integration import pipeline
 
@@ -38,7 +39,7 @@ def sensor(services, tmp_path, monkeypatch):
     path = str(tmp_path / "registry.json")
     registry.save(path, [COLLECTION])
     monkeypatch.setenv("LS4_REGISTRY", path)
-    dag = getattr(pipeline.load_dags("ls4_collections"), COLLECTION.dag_id)
+    dag = getattr(pipeline.load_dags(dag_file_module(COLLECTION.dag_id)), COLLECTION.dag_id)
     client = pipeline.s3()
     assert client.list_objects_v2(Bucket=pipeline.bucket(), Prefix=COLLECTION.prefix("georef"))["KeyCount"] == 0
     yield dag.get_task("wait_for_georef")

@@ -1,6 +1,5 @@
 """What parsing the DAG folder costs: no library that only tasks need is imported, no lasting side effect."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,30 +8,35 @@ from datetime import timedelta
 
 from ls4_ops import registry
 from ls4_ops.layout import parse_key
+from ls4_ops.operators.collection_dags import SHARDS, dag_file_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Each of these adds tenths of a second to every parse of the DAG folder
-# (the amazon provider's S3Hook, and so boto3, comes with S3KeySensor).
+# Each of these adds tenths of a second to every parse of the DAG folder (the amazon
+# provider's hooks bring boto3; so do its S3KeySensor and the asset handler of s3:// URIs).
 TASK_ONLY = ("psycopg", "airflow.providers.postgres.hooks", "airflow.providers.common.sql", "rasterio",
-             "geopandas", "mappyfile", "shapely", "numpy", "pyproj")
+             "geopandas", "mappyfile", "shapely", "numpy", "pyproj", "boto3", "airflow.providers.amazon.aws.hooks")
 
 # Modules that parsing the folder adds to those Airflow has loaded already.
 PARSE = """
-import gc, json, sys
+import gc, json, os, sys
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1], safe_mode=True)
 print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "files": {dag_id: os.path.basename(dag.fileloc) for dag_id, dag in bag.dags.items()},
                   "modules": sorted(set(sys.modules) - before), "gc_enabled": gc.isenabled()}))
 """
 
 
-def parse_dag_folder(tmp_path, **env) -> dict:
+TWO_COLLECTIONS = [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection,
+                   parse_key("bw/travis/usda_1951/index/georef/x.tif").collection]
+
+
+def parse_dag_folder(tmp_path, collections=TWO_COLLECTIONS, **env) -> dict:
     """The DAG folder as the DAG processor parses it (with the test stack's settings: upload events on)."""
     path = str(tmp_path / "registry.json")
-    registry.save(path, [parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection,
-                         parse_key("bw/travis/usda_1951/index/georef/x.tif").collection])
+    registry.save(path, collections)
     output = subprocess.run([sys.executable, "-c", PARSE, os.path.join(ROOT, "dags")],
                             env=dict(os.environ, LS4_REGISTRY=path, **env), check=True,
                             capture_output=True, text=True).stdout
@@ -51,6 +55,16 @@ def test_dag_folder_parses_without_task_only_libraries(tmp_path):
     assert parsed["gc_enabled"]
 
 
+def test_each_collection_dag_is_built_by_the_dag_file_of_its_shard(tmp_path):
+    shard_files = sorted(name for name in os.listdir(os.path.join(ROOT, "dags")) if name.startswith("ls4_collections"))
+    assert shard_files == sorted(f"ls4_collections_{shard}.py" for shard in range(SHARDS))
+    collections = [parse_key(f"nc/county{i}/ams_19{i:02d}/frames/georef/x.tif").collection for i in range(40)]
+    files = parse_dag_folder(tmp_path, collections)["files"]
+    built = {dag_id: file for dag_id, file in files.items() if dag_id.startswith("ls4_county")}
+    assert built == {c.dag_id: f"{dag_file_module(c.dag_id)}.py" for c in collections}
+    assert len(set(built.values())) > SHARDS // 2  # spread over the files, not all in one
+
+
 def test_the_upload_router_exists_only_where_the_bucket_sends_events(tmp_path):
     with_events = parse_dag_folder(tmp_path, LS4_UPLOAD_QUEUE="http://127.0.0.1:9000/123456789012/ls4-uploads")
     assert "ls4_uploads" in with_events["dags"]
@@ -66,13 +80,10 @@ def test_a_task_builds_only_its_own_collection_dag(tmp_path):
 
 
 def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_every_frame():
+    from ls4_ops.operators.collection_dags import collection_dag
     from ls4_ops.settings import Settings
 
-    spec = importlib.util.spec_from_file_location("ls4_collections_factory", os.path.join(ROOT, "dags",
-                                                                                         "ls4_collections.py"))
-    factory = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(factory)
-    dag = factory.collection_dag(parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection, Settings())
+    dag = collection_dag(parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection, Settings())
     assert dag.max_active_runs == 1
     # A failed frame must not keep the others out of the index; a failed plan fails the run.
     assert dag.get_task("frames_done").upstream_task_ids == {"frame.cog"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -108,11 +107,9 @@ def test_the_index_layer_answers_getfeatureinfo_through_the_html_templates():
 
 
 def test_the_preview_is_published_beside_wms_served_after_the_mapfile():
-    spec = importlib.util.spec_from_file_location("ls4_collections_preview", os.path.join(ROOT, "dags",
-                                                                                         "ls4_collections.py"))
-    factory = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(factory)
-    dag = factory.collection_dag(COLLECTION, Settings(wms_url=WMS))
+    from ls4_ops.operators.collection_dags import collection_dag
+
+    dag = collection_dag(COLLECTION, Settings(wms_url=WMS))
     assert dag.get_task("preview").upstream_task_ids == {"mapfile"}
     assert dag.get_task("preview").downstream_task_ids == set()
     assert preview_url(COLLECTION, WMS) in dag.doc_md

@@ -39,7 +39,7 @@ class PlanUploadsOperator(CollectionOperator, SkipMixin):
     template_fields = ("keys", "force")
 
     def __init__(self, *, keys: list[str] | str | None = None, force: bool | str = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.keys = keys
         self.force = force
 
@@ -112,7 +112,7 @@ class TileIndexOperator(CollectionOperator):
     template_fields = ("index_work",)
 
     def __init__(self, *, index_work: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.index_work = index_work
 
     def execute(self, context):
@@ -180,6 +180,9 @@ class CollectionOverviewOperator(CollectionOperator):
     result under a new key. Returns the overview's key and resolution, or
     None when the collection has no frame.
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**self.take_collection(kwargs))
 
     def execute(self, context):
         with self.postgis.connect() as connection:
@@ -250,7 +253,7 @@ class PublishMapfileOperator(CollectionOperator):
     template_fields = ("tile_index", "overview")
 
     def __init__(self, *, tile_index, overview=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.tile_index = tile_index
         self.overview = overview
 
@@ -288,7 +291,7 @@ class WmsServedOperator(CollectionOperator):
     template_fields = ("published",)
 
     def __init__(self, *, published, timeout: float = 120, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.published = published
         self.timeout = timeout
 
@@ -346,7 +349,7 @@ class ReportRunOperator(CollectionOperator):
     template_fields = ("planned", "unprocessed")
 
     def __init__(self, *, planned, unprocessed, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.planned = planned
         self.unprocessed = unprocessed
 

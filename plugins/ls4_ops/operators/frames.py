@@ -33,7 +33,7 @@ class FrameStageOperator(CollectionOperator):
     ui_color = "#d8e8f8"
 
     def __init__(self, *, upload: dict, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.upload = upload
 
     def parsed(self) -> UploadKey:

@@ -21,7 +21,7 @@ class PublishPreviewOperator(CollectionOperator):
     template_fields = ("published", "leaflet_url")
 
     def __init__(self, *, published, leaflet_url: str = preview.LEAFLET_URL, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**self.take_collection(kwargs))
         self.published = published
         self.leaflet_url = leaflet_url
 
