@@ -1,9 +1,11 @@
 """What parsing the DAG folder costs: no library that only tasks need is imported, no lasting side effect."""
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import weakref
 from datetime import timedelta
 
 from ls4_ops import registry
@@ -112,3 +114,19 @@ def test_every_task_has_a_time_limit_sized_to_its_work(tmp_path, monkeypatch):
     assert limits[(collection, "wms_served")] < limits[(collection, "collection_overview")]
     # The sensor has its own: how long it waits for an upload.
     assert bag.dags[collection].get_task("wait_for_georef").timeout == 300
+
+
+def test_a_process_that_parses_again_and_again_frees_the_dags_of_its_earlier_parses(monkeypatch):
+    """The factory freezes what it built (out of the cyclic collector's view); past a bound, a
+    later parse gives it back to the collector, so a test session or ``dag.test()`` loop does not grow."""
+    from ls4_ops.operators import collection_dags
+    from ls4_ops.settings import Settings
+
+    monkeypatch.setattr(collection_dags, "FROZEN_AT_MOST", 0)
+    with collection_dags.garbage_collection_paused():
+        earlier = weakref.ref(collection_dags.collection_dag(TWO_COLLECTIONS[0], Settings()))
+    assert gc.get_freeze_count() > 0 and earlier() is not None  # a DAG is a cycle: only the collector frees it
+    with collection_dags.garbage_collection_paused():
+        pass
+    assert earlier() is None
+    gc.unfreeze()

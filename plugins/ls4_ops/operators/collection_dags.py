@@ -151,6 +151,12 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
     return dag
 
 
+# A process that parses again and again (a test session, ``dag.test()``, which
+# parses the whole DAG folder each time) gives the objects it froze back to the
+# collector once they are this many, so the DAGs of its earlier parses are freed.
+FROZEN_AT_MOST = 2_000_000
+
+
 @contextmanager
 def garbage_collection_paused():
     """Building hundreds of DAGs allocates millions of objects that all stay
@@ -159,7 +165,10 @@ def garbage_collection_paused():
     (a third of the time a DagBag takes to parse 500 collections: the first
     collections after the build walk all of them). So the collector is paused
     while they are built, and then they, and all that was there before them,
-    leave its view for good (``gc.freeze``), as they would when a process forks."""
+    leave its view (``gc.freeze``), as they would when a process forks."""
+    if gc.get_freeze_count() > FROZEN_AT_MOST:
+        gc.unfreeze()
+        gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
