@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := include/stack/stack.sh
 ENV := source include/stack/env.sh &&
 
-.PHONY: install run stop status test unit bench-raster bench-parse bench-index bench-wms bench-idle lock
+.PHONY: install run stop status test unit bench-raster bench-parse bench-index bench-wms bench-idle bench-load lock
 
 install:
 	bash include/stack/install.sh
@@ -40,5 +40,9 @@ bench-wms: install
 bench-idle: install
 	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_idle.py
 
+bench-load: install
+	$(ENV) "$$LS4_VENV/bin/python" benchmarks/bench_load.py
+
 lock:
 	uv pip compile requirements.txt --python-version 3.11 --generate-hashes -o requirements.lock
+	sed '/^# test and local-stack tooling/,$$d' requirements.txt | uv pip compile - --python-version 3.11 --generate-hashes -c requirements.lock --custom-compile-command "make lock" -o include/docker/requirements.lock

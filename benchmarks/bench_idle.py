@@ -40,13 +40,7 @@ sys.path[:0] = [os.path.join(ROOT, "plugins"), ROOT]
 
 from include import local_stack  # noqa: E402
 
-BENCH_STACK = {
-    "LS4_STATE_DIR": os.path.join(ROOT, ".state", "bench-idle"),
-    "LS4_S3_ENDPOINT": "http://127.0.0.1:49000",
-    "LS4_PG_PORT": "45433",
-    "LS4_WMS_PORT": "48081",
-    "LS4_AIRFLOW_PORT": "48080",
-}
+BENCH_STACK = local_stack.bench_stack("bench-idle", 21100)
 SERVICES = ["s3", "postgis", "mapserver", "mapsync"]
 local_stack.use(BENCH_STACK)
 

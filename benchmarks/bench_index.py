@@ -33,13 +33,7 @@ sys.path[:0] = [os.path.join(ROOT, "plugins"), ROOT]
 
 from include import local_stack  # noqa: E402
 
-BENCH_STACK = {
-    "LS4_STATE_DIR": os.path.join(ROOT, ".state", "bench"),
-    "LS4_S3_ENDPOINT": "http://127.0.0.1:29000",
-    "LS4_PG_PORT": "25433",
-    "LS4_WMS_PORT": "28081",
-    "LS4_AIRFLOW_PORT": "28080",
-}
+BENCH_STACK = local_stack.bench_stack("bench", 21000)
 SERVICES = ["s3", "postgis"]
 local_stack.use(BENCH_STACK)
 

@@ -83,13 +83,7 @@ sys.path[:0] = [os.path.join(ROOT, "plugins"), ROOT]
 
 from include import local_stack  # noqa: E402
 
-BENCH_STACK = {
-    "LS4_STATE_DIR": os.path.join(ROOT, ".state", "bench-wms"),
-    "LS4_S3_ENDPOINT": "http://127.0.0.1:39000",
-    "LS4_PG_PORT": "35433",
-    "LS4_WMS_PORT": "38081",
-    "LS4_AIRFLOW_PORT": "38080",
-}
+BENCH_STACK = local_stack.bench_stack("bench-wms", 21200)
 SERVICES = ["s3", "postgis", "mapserver", "mapsync"]
 local_stack.use(BENCH_STACK)
 

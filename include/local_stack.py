@@ -13,6 +13,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACK = os.path.join(ROOT, "include", "stack", "stack.sh")
 
 
+def bench_stack(name: str, first_port: int) -> dict[str, str]:
+    """A benchmark's own stack: state in ``.state/<name>``, the S3 emulator, PostGIS, MapServer
+    and Airflow on four ports from ``first_port``. Keep it below Linux's ephemeral range
+    (32768-60999), where an outgoing connection can hold any port at any moment."""
+    return {
+        "LS4_STATE_DIR": os.path.join(ROOT, ".state", name),
+        "LS4_S3_ENDPOINT": f"http://127.0.0.1:{first_port}",
+        "LS4_PG_PORT": str(first_port + 1),
+        "LS4_WMS_PORT": str(first_port + 2),
+        "LS4_AIRFLOW_PORT": str(first_port + 3),
+    }
+
+
 def environment(overrides: dict[str, str]) -> dict[str, str]:
     """The stack's environment (``env.sh``) with ``overrides``, free of the caller's own
     ls4, Airflow, GDAL and AWS settings."""

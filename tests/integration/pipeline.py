@@ -144,6 +144,18 @@ def upload_row(folder, keys: list[str], origin: tuple[float, float], size: tuple
     return made
 
 
+def indexed_cog_keys(collection: Collection) -> list[str]:
+    """The COG key of every row of ``collection``'s tile index, repeats kept, sorted."""
+    from sqlalchemy import text
+
+    from include import local_stack
+    from ls4_ops import tileindex
+
+    with local_stack.postgis_engine().connect() as connection:
+        return sorted(connection.execute(text(
+            f'SELECT {tileindex.COG_KEY_COLUMN} FROM public."{collection.table}"')).scalars())
+
+
 def process(collection: Collection):
     """Discover the collection and run its DAG; the run must succeed."""
     assert collection.name in discover()

@@ -10,6 +10,7 @@ beside a scheduler.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -43,21 +44,31 @@ def wait_until(what: str, check) -> None:
     pipeline.wait_until(what, check, TIMEOUT)
 
 
-def test_new_collection_gets_its_dag_cogs_index_and_wms_without_a_human(airflow, tmp_path):
+NEW_AT_ONCE = [f"nc/newtown{n}/usda_1961/frames/georef/19610404_7-{i}.tif" for n in range(1, 5) for i in (1, 2)]
+
+
+def test_five_new_collections_at_once_get_their_dags_cogs_indexes_and_wms_without_a_human(airflow, tmp_path):
     path = str(tmp_path / "frame.tif")
     make_frame(path, "nc", 800, 600, crs="EPSG:26914", bounds=UTM_BOUNDS, collar=10)
-    pipeline.upload(path, KEY)
-    upload = parse_key(KEY)
-    collection = upload.collection
-    client = pipeline.s3()
+    others = tmp_path / "others"
+    others.mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        uploads = [pool.submit(pipeline.upload, path, KEY), pool.submit(upload_frames, others, NEW_AT_ONCE)]
+        for upload in uploads:
+            upload.result()
+    collection = parse_key(KEY).collection
+    new = {parse_key(key).collection for key in [KEY, *NEW_AT_ONCE]}
+    assert len(new) == 5
 
-    wait_until("registered collection", lambda: collection.name in registry.load(os.environ["LS4_REGISTRY"]))
-
-    def has_cog() -> bool:
-        listing = client.list_objects_v2(Bucket=pipeline.bucket(), Prefix=upload.cog_key)
-        return listing.get("KeyCount", 0) > 0
-    wait_until("COG", has_cog)
-    pipeline.wait_for_mapfile(collection, timeout=TIMEOUT)
+    wait_until("five registered collections",
+               lambda: new <= set(registry.load(os.environ["LS4_REGISTRY"]).values()))
+    wait_until("every COG", lambda: all(has_cog(key) for key in [KEY, *NEW_AT_ONCE]))
+    for each in new:
+        pipeline.wait_for_mapfile(each, timeout=TIMEOUT)
+        # Each good frame is in its collection's index exactly once.
+        expected = sorted(parse_key(key).cog_key for key in [KEY, *NEW_AT_ONCE]
+                          if parse_key(key).collection == each)
+        wait_until(f"{each.name} indexed", lambda: pipeline.indexed_cog_keys(each) == expected)
 
     minx, miny, maxx, maxy = transform_bounds("EPSG:26914", "EPSG:3857", *UTM_BOUNDS)
     dx, dy = (maxx - minx) * 0.2, (maxy - miny) * 0.2
@@ -158,6 +169,8 @@ def test_a_burst_of_uploads_starts_a_few_runs_and_an_upload_during_a_run_waits_f
     burst_runs = runs_of(dag_id)[before:]
     assert 1 <= len(burst_runs) <= 4, burst_runs
     assert sum(frames_processed_by(dag_id, run_id) for run_id, _, _ in burst_runs) == len(burst)
+    indexed = pipeline.indexed_cog_keys(parse_key(KEY).collection)
+    assert len(indexed) == len(set(indexed)) and {parse_key(key).cog_key for key in burst} <= set(indexed)
 
     first, late = KEY.replace("7-12", "10-1"), KEY.replace("7-12", "10-2")
     for folder in ("first", "late"):
@@ -189,3 +202,27 @@ def test_the_daily_reconciliation_puts_back_a_cog_deleted_by_hand(known_collecti
     subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "dags", "trigger", dag_id],
                    check=True, capture_output=True)
     wait_until("COG put back", lambda: has_cog(KEY) and idle(dag_id))
+
+
+def test_no_secret_in_any_task_log_rendered_field_serialized_dag_or_dag_file(known_collection):
+    """After the runs above (events, bursts, reconciliation): Airflow masked every secret."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+
+    secrets = [os.environ["LS4_S3_SECRET_KEY"], os.environ["LS4_PG_PASSWORD"]]
+    logs = [os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(os.environ["AIRFLOW_HOME"], "logs"))
+            for name in names]
+    dag_files = [os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], name)
+                 for name in os.listdir(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) if name.endswith(".py")]
+    for path in logs + dag_files:
+        with open(path, errors="replace") as handle:
+            text = handle.read()
+        assert not any(secret in text for secret in secrets), path
+    with create_session() as session:
+        rendered = [str(fields.rendered_fields) for fields in session.scalars(select(RenderedTaskInstanceFields))]
+        serialized = [json.dumps(dag.data) for dag in session.scalars(select(SerializedDagModel))]
+    for text in rendered + serialized:
+        assert not any(secret in text for secret in secrets), text[:200]
+    # There was something to look at: the burst alone left hundreds of task logs.
+    assert len(logs) > 200 and len(rendered) > 20 and len(serialized) > 5, (len(logs), len(rendered))
