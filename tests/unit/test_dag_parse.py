@@ -14,10 +14,10 @@ from ls4_ops.operators.collection_dags import SHARDS, dag_file_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Each of these adds tenths of a second to every parse of the DAG folder (the amazon
-# provider's hooks bring boto3; so do its S3KeySensor and the asset handler of s3:// URIs).
+# Each of these adds tenths of a second to every parse of the DAG folder. boto3 is not
+# among them: the design's S3KeySensor imports it (through the provider's S3Hook).
 TASK_ONLY = ("psycopg", "airflow.providers.postgres.hooks", "airflow.providers.common.sql", "rasterio",
-             "geopandas", "mappyfile", "shapely", "numpy", "pyproj", "boto3", "airflow.providers.amazon.aws.hooks")
+             "geopandas", "mappyfile", "shapely", "numpy", "pyproj")
 
 # Modules that parsing the folder adds to those Airflow has loaded already.
 PARSE = """

@@ -13,7 +13,6 @@ from ls4_ops.operators.compiled import CompileIndexOperator
 from ls4_ops.operators.discovery import DiscoverCollectionsOperator, RouteUploadsOperator
 from ls4_ops.operators.frames import CogOperator, CompressOperator, OverviewsOperator
 from ls4_ops.operators.preview import PublishPreviewOperator
-from ls4_ops.operators.sensors import GeorefUploadSensor
 
 __all__ = [
     "CogOperator",
@@ -21,7 +20,6 @@ __all__ = [
     "CompileIndexOperator",
     "CompressOperator",
     "DiscoverCollectionsOperator",
-    "GeorefUploadSensor",
     "OverviewsOperator",
     "PlanUploadsOperator",
     "PublishMapfileOperator",

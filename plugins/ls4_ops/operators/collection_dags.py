@@ -20,6 +20,7 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, get_parsing_context, task_group
 
@@ -30,7 +31,6 @@ from ls4_ops.operators import (
     CogOperator,
     CollectionOverviewOperator,
     CompressOperator,
-    GeorefUploadSensor,
     OverviewsOperator,
     PlanUploadsOperator,
     PublishMapfileOperator,
@@ -110,10 +110,19 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
         render_template_as_native_obj=True,
         tags=["ls4", f"band:{collection.band}", f"type:{collection.type}", f"county:{collection.county}"],
     ) as dag:
-        # Waits in the triggerer, not in a worker slot, until an upload exists.
-        wait = GeorefUploadSensor(task_id="wait_for_georef", collection=collection, bucket_name=settings.bucket,
-                                  aws_conn_id=settings.s3_conn_id, deferrable=True, poke_interval=60,
-                                  timeout=int(SENSOR_TIMEOUT.total_seconds()), soft_fail=True, **task_args)
+        wait = S3KeySensor(
+            task_id="wait_for_georef",
+            bucket_name=settings.bucket,
+            bucket_key=f"{collection.prefix('georef')}*",
+            wildcard_match=True,
+            aws_conn_id=settings.s3_conn_id,
+            # Waits in the triggerer, not in a worker slot, until an upload exists.
+            deferrable=True,
+            poke_interval=60,
+            timeout=int(SENSOR_TIMEOUT.total_seconds()),
+            soft_fail=True,
+            **task_args,
+        )
         plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE,
                                    execution_timeout=TIMEOUTS["plan"], **common)
 
