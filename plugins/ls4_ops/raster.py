@@ -394,19 +394,14 @@ def _masked_averages(pixels: np.ndarray, valid: np.ndarray, count: int) -> Itera
     full-resolution pixels, not from the rounded level before, and rounded
     half up; a pixel with no valid one under it is 0.
     """
-    # Level 1 in small integers (sums of four bytes fit uint16, counts uint8):
-    # numpy's fastest loops, over the largest arrays.
-    sums = _sum_pairs(np.where(valid, pixels, 0), np.uint16)
+    # The sums of 4^count bytes fit uint32, the counts uint16; level 1's fit
+    # uint16 and uint8, numpy's fastest loops over the largest arrays.
+    sums = _sum_pairs(pixels if valid.all() else pixels * valid, np.uint16)
     counts = _sum_pairs(valid.view(np.uint8), np.uint8)
-    full = counts == 4
-    averaged = ((sums + 2) >> 2).astype(np.uint8)  # whole cells: a shift, rounded half up
-    if not full.all():
-        partial = ~full
-        averaged[:, partial] = _rounded_mean(sums[:, partial], counts[partial])
-    yield averaged
-    sums, counts = sums.astype(np.int64), counts.astype(np.int64)
+    yield _rounded_mean(sums, counts)
+    sums, counts = sums.astype(np.uint32), counts.astype(np.uint16)
     for _ in range(count - 1):
-        sums, counts = _sum_pairs(sums, np.int64), _sum_pairs(counts, np.int64)
+        sums, counts = _sum_pairs(sums, np.uint32), _sum_pairs(counts, np.uint16)
         yield _rounded_mean(sums, counts)
 
 
@@ -420,9 +415,19 @@ def _sum_pairs(values: np.ndarray, dtype) -> np.ndarray:
 
 
 def _rounded_mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``sums / counts`` rounded half up, 0 where the count is 0, as uint8."""
-    counts = counts.astype(np.int64)
-    return np.where(counts > 0, (sums + counts // 2) // np.maximum(counts, 1), 0).astype(np.uint8)
+    """``sums / counts`` rounded half up, 0 where the count is 0, as uint8.
+
+    float32 rounds the same as integers would: with counts of at most 4^6, a
+    mean that is not a tie (k + 1/2) is at least 1/8192 away from one, far
+    more than float32's error on values up to 255.5.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):  # the zero counts, set to 0 below
+        mean = sums.astype(np.float32)
+        mean /= counts
+        mean += 0.5
+    np.floor(mean, out=mean)
+    mean[:, counts == 0] = 0
+    return mean.astype(np.uint8)
 
 
 # --- step 6: COG ----------------------------------------------------------
