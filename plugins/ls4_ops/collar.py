@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window, crop, intersect, intersection
-from scipy import ndimage
 
 MAX_VALUE = 8
 # The collar is found on a grid of cells of f x f pixels (f a power of two),
@@ -112,6 +111,8 @@ class ScanCollar:
 
     def _collar_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """Collar cells, and those within one cell of them (where the collar's edge lies)."""
+        from scipy import ndimage  # 0.4 s to import: only the compress task needs it
+
         labels, _ = ndimage.label(self.passable)
         edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
         collar = np.isin(labels, np.unique(edge[edge > 0]))
@@ -130,6 +131,8 @@ class ScanCollar:
         halo around the window keeps connections that cross its border; only
         the part of it near the collar is read.
         """
+        from scipy import ndimage
+
         region = self._around(near_collar, self._grown(window))
         if region is None or not intersect(window, region):
             return 0

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import rasterio
@@ -34,6 +36,9 @@ from ls4_ops.profiles import PROFILES
 from ls4_ops.settings import Settings
 from ls4_ops.tileindex import INDEX_SRID
 
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # COGs are in the tile index's CRS, so the two can never disagree.
 TARGET_CRS = CRS.from_epsg(INDEX_SRID)
@@ -359,13 +364,15 @@ def _average_in_numpy(dataset: DatasetReader, ovr: str, factors: list[int]) -> N
         # GDAL numbers the TIFF directories from 1: the first level, then its overviews.
         levels = [stack.enter_context(rasterio.open(f"GTIFF_DIR:{i}:{ovr}", "r+"))
                   for i in range(1, len(factors) + 1)]
-        # Bands of rows a multiple of every factor high: each level gets whole rows.
-        for window in _row_bands(dataset, PROFILES.block_size):
+        def averaged(window: Window) -> tuple[Window, list[np.ndarray]]:
             pixels = dataset.read(window=window)
             valid = dataset.dataset_mask(window=window) > 0
-            for level, factor, averaged in zip(levels, factors, _masked_averages(pixels, valid, len(factors))):
-                level.write(averaged, window=Window(0, window.row_off // factor,
-                                                    averaged.shape[2], averaged.shape[1]))
+            return window, list(_masked_averages(pixels, valid, len(factors)))
+
+        # Bands of rows a multiple of every factor high: each level gets whole rows.
+        for window, averages in _one_ahead(averaged, _row_bands(dataset, PROFILES.block_size)):
+            for level, factor, average in zip(levels, factors, averages):
+                level.write(average, window=Window(0, window.row_off // factor, average.shape[2], average.shape[1]))
 
 
 def _create_overview_file(ovr: str, dataset: DatasetReader, factors: list[int]) -> None:
@@ -380,6 +387,23 @@ def _create_overview_file(ovr: str, dataset: DatasetReader, factors: list[int]) 
             sparse_ok=True) as first:
         # Nearest over a sparse (all-zero) level costs nothing: only the layout is wanted.
         first.build_overviews([f // factors[0] for f in factors[1:]], Resampling.nearest)
+
+
+def _one_ahead(function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """``function(item)`` of each item in turn, the next one computed in a thread meanwhile.
+
+    GDAL and numpy release the GIL: reading and averaging one band of rows
+    overlaps writing the one before, on another core.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for item in items:
+            upcoming = pool.submit(function, item)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
 
 
 def _row_bands(dataset: DatasetReader, rows: int) -> Iterator[Window]:
