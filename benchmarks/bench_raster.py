@@ -252,7 +252,10 @@ def child_generate(path: str, band: str, width: int, height: int, crs: str, coll
 
 
 def child_ls4(src: str, workdir: str, band: str) -> dict:
-    from ls4_ops import raster
+    from scipy import ndimage  # noqa: F401 - compress imports it late; an import is start-up here
+
+    from ls4_ops import raster, turbo_gdal
+    turbo_gdal.version()  # loads the COG writer's libgdal: start-up too
     stages = _Stages()
     compressed, cog = os.path.join(workdir, "compressed.tif"), os.path.join(workdir, "cog.tif")
     with stages.stage("compress"):

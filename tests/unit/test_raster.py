@@ -372,6 +372,13 @@ def test_overview_factors_stop_at_one_block_or_64(width, height):
         assert len(factors) == 1 or collar.ceil_div(long_side, factors[-2]) > 512
 
 
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_collar_cells_grow_as_a_3x3_binary_dilation(rows, cols, density, seed):
+    cells = np.random.default_rng(seed).random((rows, cols)) < density
+    expected = ndimage.binary_dilation(cells, structure=np.ones((3, 3), bool))
+    assert np.array_equal(collar._grown_by_one(cells), expected)
+
+
 @given(st.integers(0, 10**12), st.integers(1, 10**6))
 def test_ceil_div_rounds_up(numerator, denominator):
     quotient = collar.ceil_div(numerator, denominator)
