@@ -265,11 +265,13 @@ def _write_masked(view, dst_path: str, band: str, key: str) -> tuple[int, int]:
     with rasterio.open(dst_path, "w+", **profile, width=view.width, height=view.height,
                        crs=TARGET_CRS, transform=view.transform) as dst:
         collar = ScanCollar(dst)
-        for _, window in dst.block_windows(1):
+
+        def read(window: Window) -> tuple[Window, np.ndarray, np.ndarray]:
             with _file_errors_as_bad_upload(key, "its pixels cannot be read", "the file is corrupt or "
                                             "truncated, e.g. by an interrupted export or upload"):
-                pixels = view.read(indexes, window=window)
-                valid = view.dataset_mask(window=window) > 0
+                return window, view.read(indexes, window=window), view.dataset_mask(window=window) > 0
+
+        for window, pixels, valid in _one_ahead(read, (window for _, window in dst.block_windows(1))):
             dst.write(pixels, window=window)
             dst.write_mask(valid, window=window)
             collar.record(window, pixels, valid)
