@@ -428,6 +428,15 @@ def test_the_cog_is_written_with_libjpeg_turbo():
     assert turbo_gdal.version() >= "3.12"
 
 
+def test_the_cog_writers_failures_carry_gdals_message(tmp_path):
+    with pytest.raises(turbo_gdal.TurboGdalError, match="cannot open .*missing.tif: .*No such file"):
+        turbo_gdal.translate(str(tmp_path / "missing.tif"), str(tmp_path / "cog.tif"), "COG", {}, {})
+    src = str(tmp_path / "frame.tif")
+    make_frame(src, "bw", 300, 200)
+    with pytest.raises(turbo_gdal.TurboGdalError, match="cannot write"):
+        turbo_gdal.translate(src, str(tmp_path / "no-such-dir" / "cog.tif"), "COG", {}, {})
+
+
 def test_small_image_gets_no_overviews(tmp_path):
     src = str(tmp_path / "frame.tif")
     make_frame(src, "bw", 500, 300)
