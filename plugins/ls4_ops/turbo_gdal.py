@@ -41,10 +41,12 @@ def _library() -> ctypes.CDLL:
     if len(found) != 1:
         raise TurboGdalError(f"expected one libgdal beside {package}, found {found}: has pyogrio's wheel changed?")
     lib = ctypes.CDLL(found[0], mode=os.RTLD_LOCAL)
-    lib.GDALAllRegister()
+    # Before anything else: GDAL looks for its data files once, and pyogrio,
+    # when imported later in the same process, checks that they were found.
     lib.CPLSetConfigOption(b"GDAL_DATA", os.path.join(package, "gdal_data").encode())
     lib.OSRSetPROJSearchPaths.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
     lib.OSRSetPROJSearchPaths((ctypes.c_char_p * 2)(os.path.join(package, "proj_data").encode(), None))
+    lib.GDALAllRegister()
     lib.GDALVersionInfo.restype = ctypes.c_char_p
     lib.CPLGetLastErrorMsg.restype = ctypes.c_char_p
     lib.CPLGetThreadLocalConfigOption.restype = ctypes.c_char_p

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -426,6 +428,16 @@ def test_overviews_are_gdals_masked_averages_bit_for_bit(tmp_path, band, width, 
 def test_the_cog_is_written_with_libjpeg_turbo():
     assert turbo_gdal.jpeg_library() == "libjpeg-turbo"
     assert turbo_gdal.version() >= "3.12"
+
+
+def test_pyogrio_still_imports_after_the_cog_writer_loaded_its_gdal():
+    # One process may write a COG and then the tile index's shapefile (dag.test(),
+    # a worker running both): pyogrio checks at import that its GDAL found its data.
+    code = "from ls4_ops import turbo_gdal; turbo_gdal.version(); import pyogrio; print(pyogrio.__gdal_version_string__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(raster.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == turbo_gdal.version()  # the very same GDAL
 
 
 def test_the_cog_writers_failures_carry_gdals_message(tmp_path):
