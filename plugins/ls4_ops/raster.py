@@ -367,6 +367,7 @@ def _average_in_numpy(dataset: DatasetReader, ovr: str, factors: list[int]) -> N
         # GDAL numbers the TIFF directories from 1: the first level, then its overviews.
         levels = [stack.enter_context(rasterio.open(f"GTIFF_DIR:{i}:{ovr}", "r+"))
                   for i in range(1, len(factors) + 1)]
+
         def averaged(window: Window) -> tuple[Window, list[np.ndarray]]:
             pixels = dataset.read(window=window)
             valid = dataset.dataset_mask(window=window) > 0
@@ -395,8 +396,10 @@ def _create_overview_file(ovr: str, dataset: DatasetReader, factors: list[int]) 
 def _one_ahead(function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """``function(item)`` of each item in turn, the next one computed in a thread meanwhile.
 
-    GDAL and numpy release the GIL: reading and averaging one band of rows
-    overlaps writing the one before, on another core.
+    GDAL and numpy release the GIL: reading (and averaging) the next block
+    or band of rows overlaps writing the last one, on another core. Only
+    the thread calls ``function``, so a dataset it reads is read by one
+    thread at a time.
     """
     with ThreadPoolExecutor(1) as pool:
         pending = None
