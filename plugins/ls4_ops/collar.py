@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window, crop, intersect, intersection
-from scipy import ndimage
 
 MAX_VALUE = 8
 # The collar is found on a grid of cells of f x f pixels (f a power of two),
@@ -50,6 +49,18 @@ def _within(window: Window, outer: Window) -> tuple[slice, slice]:
     """Array slices of ``window`` in an array that holds ``outer``."""
     return Window(window.col_off - outer.col_off, window.row_off - outer.row_off,
                   window.width, window.height).toslices()
+
+
+def _grown_by_one(cells: np.ndarray) -> np.ndarray:
+    """``cells`` and their 8 neighbours: a 3 x 3 binary dilation, in four shifted ORs
+    (scipy's binary_dilation takes ~0.09 s on a 2048-cell grid; this ~0.01 s)."""
+    rows = cells.copy()
+    rows[1:] |= cells[:-1]
+    rows[:-1] |= cells[1:]
+    grown = rows.copy()
+    grown[:, 1:] |= rows[:, :-1]
+    grown[:, :-1] |= rows[:, 1:]
+    return grown
 
 
 class ScanCollar:
@@ -112,11 +123,12 @@ class ScanCollar:
 
     def _collar_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """Collar cells, and those within one cell of them (where the collar's edge lies)."""
+        from scipy import ndimage  # 0.4 s to import: only the compress task needs it
+
         labels, _ = ndimage.label(self.passable)
         edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
         collar = np.isin(labels, np.unique(edge[edge > 0]))
-        near = ndimage.binary_dilation(collar, structure=np.ones((3, 3), bool))
-        return collar, near
+        return collar, _grown_by_one(collar)
 
     def _may_hold_collar(self, window: Window, near_collar: np.ndarray) -> bool:
         cells = self._cells(window)
@@ -130,6 +142,8 @@ class ScanCollar:
         halo around the window keeps connections that cross its border; only
         the part of it near the collar is read.
         """
+        from scipy import ndimage
+
         region = self._around(near_collar, self._grown(window))
         if region is None or not intersect(window, region):
             return 0

@@ -27,8 +27,9 @@ class RasterProfiles:
     # Per band prefix: the GTiff profile of ``compress``'s lossless
     # intermediate, all but its grid (size, CRS, transform).
     intermediate: Mapping[str, Options]
-    # How ``add_overviews`` writes the intermediate's external .ovr (GDAL
-    # takes these as configuration options, not as creation options).
+    # How the intermediate's external .ovr is written, as the GDAL
+    # configuration options of GDAL's overview builder (``add_overviews``
+    # writes the same layout itself when it averages in numpy).
     intermediate_overviews: Options
     # Per band prefix: the COG driver's options for the published COG.
     cog: Mapping[str, Options]
@@ -39,9 +40,15 @@ class RasterProfiles:
     env: Mapping[str, Options]
 
 
-# rio-cogeo's DEFLATE profile: a tiled 512 x 512, pixel-interleaved GTiff.
-_LOSSLESS_TILED = cog_profiles.get("deflate")
-_BLOCK_SIZE = _LOSSLESS_TILED["blockxsize"]
+# rio-cogeo's raw profile: a tiled 512 x 512, pixel-interleaved GTiff.
+_TILED = cog_profiles.get("raw")
+_BLOCK_SIZE = _TILED["blockxsize"]
+# The intermediates are not compressed. Every codec costs more CPU than it
+# saves in transfer (6000x6000 RGB benchmark frame, compress stage: none
+# 0.7 s of CPU for 108 MB; ZSTD-1 1.1 s for 75 MB, 1.5 s for 61 MB with the
+# predictor; DEFLATE-1 with the predictor 1.8 s for 48 MB), and the GDAL
+# that writes the COG (ls4_ops.turbo_gdal) reads no ZSTD.
+_UNCOMPRESSED = "NONE"
 
 # rasterio takes GDAL_CACHEMAX in bytes (a small int would mean a few bytes).
 _CACHE = {"GDAL_CACHEMAX": 256 * 2**20}
@@ -49,18 +56,14 @@ _CACHE = {"GDAL_CACHEMAX": 256 * 2**20}
 
 def _intermediate(band: str, photometric: str) -> dict:
     return {
-        **_LOSSLESS_TILED,
+        **_TILED,
         "count": BANDS[band],
         "dtype": "uint8",
         # No nodata value: every 8-bit value, white included, stays a colour;
         # the internal mask says what is transparent.
         "nodata": None,
         "photometric": photometric,
-        "predictor": 2,
-        # to_cog rewrites this file. On the 6000x6000 benchmark frame,
-        # DEFLATE level 3 takes 1.6x as long for a 3% smaller file.
-        "zlevel": 1,
-        "num_threads": "ALL_CPUS",
+        "compress": _UNCOMPRESSED,
         "bigtiff": "IF_SAFER",
     }
 
@@ -85,9 +88,7 @@ PROFILES = RasterProfiles(
     block_size=_BLOCK_SIZE,
     intermediate={"bw": _intermediate("bw", "MINISBLACK"), "nc": _intermediate("nc", "RGB")},
     intermediate_overviews={
-        # ZSTD: as lossless as DEFLATE, 1.8x faster here (GDAL 3.10 ignores
-        # ZLEVEL_OVERVIEW, so DEFLATE would cost level 6).
-        "COMPRESS_OVERVIEW": "ZSTD",
+        "COMPRESS_OVERVIEW": _UNCOMPRESSED,
         # GDAL 3.10 averages band-interleaved overviews with the mask;
         # pixel-interleaved ones blend transparent pixels into edges.
         "INTERLEAVE_OVERVIEW": "BAND",
@@ -103,8 +104,8 @@ PROFILES = RasterProfiles(
     env={
         # The mask goes inside the GeoTIFF, not into a .msk beside it.
         "compress": {**_CACHE, "GDAL_TIFF_INTERNAL_MASK": True},
-        # Overviews go into an external .ovr: the intermediate stays as it is.
-        "overviews": {**_CACHE, "GDAL_NUM_THREADS": "ALL_CPUS", "TIFF_USE_OVR": True},
+        "overviews": {**_CACHE, "GDAL_NUM_THREADS": "ALL_CPUS"},
+        # The settings of the bundled GDAL that writes the COG (ls4_ops.turbo_gdal).
         # ls4's GDAL environment sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR
         # for S3, which would also hide the local .ovr beside to_cog's source.
         "cog": {**_CACHE, "GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import rasterio
 from hypothesis import given
 from hypothesis import strategies as st
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
 from rasterio.transform import from_gcps
@@ -22,7 +24,7 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 from scipy import ndimage
 
-from ls4_ops import collar, raster
+from ls4_ops import collar, raster, turbo_gdal
 from ls4_ops.profiles import PROFILES
 from ls4_ops.errors import BadUpload
 from include.synthetic import (
@@ -157,7 +159,7 @@ def test_output_keeps_the_image_bands_and_turns_alpha_into_the_mask(tmp_path, ba
         assert out.nodata is None
         assert MaskFlags.per_dataset in out.mask_flag_enums[0]
         assert out.block_shapes[0] == (512, 512)
-        assert out.compression.name.lower() == "deflate"
+        assert out.compression is None  # uncompressed: what the COG writer reads fastest
         assert np.array_equal(out.read(), frame_pixels(layout, Window(0, 0, 800, 600), count))
         mask = out.dataset_mask()
     if alpha:
@@ -372,6 +374,13 @@ def test_overview_factors_stop_at_one_block_or_64(width, height):
         assert len(factors) == 1 or collar.ceil_div(long_side, factors[-2]) > 512
 
 
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_collar_cells_grow_as_a_3x3_binary_dilation(rows, cols, density, seed):
+    cells = np.random.default_rng(seed).random((rows, cols)) < density
+    expected = ndimage.binary_dilation(cells, structure=np.ones((3, 3), bool))
+    assert np.array_equal(collar._grown_by_one(cells), expected)
+
+
 @given(st.integers(0, 10**12), st.integers(1, 10**6))
 def test_ceil_div_rounds_up(numerator, denominator):
     quotient = collar.ceil_div(numerator, denominator)
@@ -391,7 +400,53 @@ def test_add_overviews_writes_an_ovr_and_leaves_the_file_alone(tmp_path):
         assert (ovr.width, ovr.height) == (750, 500)
         assert ovr.overviews(1) == [2]
         codec = PROFILES.intermediate_overviews["COMPRESS_OVERVIEW"]
-        assert ovr.compression.name.lower() == codec.lower()
+        assert (ovr.compression.name if ovr.compression else "NONE").lower() == codec.lower()
+
+
+@pytest.mark.parametrize("band, width, height", [("nc", 1536, 1024), ("bw", 1001, 701)])
+def test_overviews_are_gdals_masked_averages_bit_for_bit(tmp_path, band, width, height):
+    # 1536 x 1024 halves exactly at every level (averaged in numpy), 1001 x 701
+    # does not (left to GDAL): both must be what GDAL's masked averaging writes.
+    src = str(tmp_path / "frame.tif")
+    make_frame(src, band, width, height, collar=40)
+    ours, gdals = str(tmp_path / "ours.tif"), str(tmp_path / "gdals.tif")
+    raster.compress(src, ours, band)
+    Path(gdals).write_bytes(Path(ours).read_bytes())
+    factors = raster.add_overviews(ours)
+    with rasterio.Env(**PROFILES.intermediate_overviews, TIFF_USE_OVR=True), rasterio.open(gdals, "r+") as dataset:
+        dataset.build_overviews(factors, Resampling.average)
+    with rasterio.open(ours) as dataset:
+        valid = dataset.dataset_mask() > 0
+        assert not valid.all()  # the collar is masked: the masked averaging is what is compared
+    for level in range(len(factors)):
+        # ls4's GDAL environment hides files beside a dataset (for S3): the .ovr too.
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"), \
+                rasterio.open(ours, overview_level=level) as mine, rasterio.open(gdals, overview_level=level) as theirs:
+            assert np.array_equal(mine.read(), theirs.read()), f"level {level}"
+
+
+def test_the_cog_is_written_with_libjpeg_turbo():
+    assert turbo_gdal.jpeg_library() == "libjpeg-turbo"
+    assert turbo_gdal.version() >= "3.12"
+
+
+def test_pyogrio_still_imports_after_the_cog_writer_loaded_its_gdal():
+    # One process may write a COG and then the tile index's shapefile (dag.test(),
+    # a worker running both): pyogrio checks at import that its GDAL found its data.
+    code = "from ls4_ops import turbo_gdal; turbo_gdal.version(); import pyogrio; print(pyogrio.__gdal_version_string__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(raster.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == turbo_gdal.version()  # the very same GDAL
+
+
+def test_the_cog_writers_failures_carry_gdals_message(tmp_path):
+    with pytest.raises(turbo_gdal.TurboGdalError, match="cannot open .*missing.tif: .*No such file"):
+        turbo_gdal.translate(str(tmp_path / "missing.tif"), str(tmp_path / "cog.tif"), "COG", {}, {})
+    src = str(tmp_path / "frame.tif")
+    make_frame(src, "bw", 300, 200)
+    with pytest.raises(turbo_gdal.TurboGdalError, match="cannot write"):
+        turbo_gdal.translate(src, str(tmp_path / "no-such-dir" / "cog.tif"), "COG", {}, {})
 
 
 def test_small_image_gets_no_overviews(tmp_path):
