@@ -57,7 +57,11 @@ def software() -> dict[str, str]:
     import rasterio
     import rio_cogeo
 
-    return {"gdal": rasterio.__gdal_version__, "rasterio": rasterio.__version__, "rio-cogeo": rio_cogeo.__version__}
+    from ls4_ops import turbo_gdal
+
+    # The nc COG's JPEG is written by the GDAL bundled in pyogrio's wheel (libjpeg-turbo).
+    return {"gdal": rasterio.__gdal_version__, "gdal-jpeg-cog": turbo_gdal.version(),
+            "rasterio": rasterio.__version__, "rio-cogeo": rio_cogeo.__version__}
 
 
 def stage_options(stage: str, band: str) -> dict:

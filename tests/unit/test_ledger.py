@@ -25,5 +25,5 @@ def test_the_published_cogs_options_tell_the_bands_apart():
 
 
 def test_the_software_is_named_with_its_version():
-    assert set(ledger.software()) == {"gdal", "rasterio", "rio-cogeo"}
+    assert set(ledger.software()) == {"gdal", "gdal-jpeg-cog", "rasterio", "rio-cogeo"}
     assert all(version[0].isdigit() for version in ledger.software().values())

@@ -99,7 +99,7 @@ class FrameStageOperator(CollectionOperator):
 
 
 class CompressOperator(FrameStageOperator):
-    """Reproject to EPSG:3857 if needed, keep the prefix's bands, DEFLATE 512 px tiles."""
+    """Reproject to EPSG:3857 if needed, keep the prefix's bands, uncompressed 512 px tiles."""
 
     stage = "compress"
 
