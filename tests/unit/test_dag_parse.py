@@ -98,6 +98,15 @@ def test_runs_of_a_collection_never_overlap_and_its_index_waits_for_plan_and_eve
     assert dag.get_task("wms_served").upstream_task_ids == {"mapfile"}
 
 
+def test_a_frame_goes_on_to_its_cog_before_more_uploads_are_compressed():
+    from ls4_ops.operators.collection_dags import collection_dag
+    from ls4_ops.settings import Settings
+
+    dag = collection_dag(parse_key("nc/anderson/ams_1960/frames/georef/x.tif").collection, Settings())
+    # Weighted by their upstream tasks, later stages outrank earlier ones in the queue.
+    assert {dag.get_task(f"frame.{stage}").weight_rule for stage in ("compress", "overviews", "cog")} == {"upstream"}
+
+
 def test_every_task_has_a_time_limit_sized_to_its_work(tmp_path, monkeypatch):
     """A task that hangs (a huge or hostile file, a stuck connection) fails and frees its worker."""
     from airflow.dag_processing.dagbag import DagBag

@@ -128,7 +128,11 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
 
         @task_group(group_id="frame", tooltip="compress -> overviews -> COG, for each upload")
         def frame(upload):
-            stage = {"upload": upload, "execution_timeout": TIMEOUTS["frame stage"], **common}
+            # Later stages first (a weight from the upstream tasks): each frame goes on to
+            # its COG as soon as its last stage is done, rather than every upload being
+            # compressed before the first COG appears and all intermediates sit in S3.
+            stage = {"upload": upload, "execution_timeout": TIMEOUTS["frame stage"], "weight_rule": "upstream",
+                     **common}
             compress = CompressOperator(task_id="compress", **stage)
             overviews = OverviewsOperator(task_id="overviews", **stage)
             cog = CogOperator(task_id="cog", **stage)
