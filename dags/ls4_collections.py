@@ -172,7 +172,7 @@ def register_all(namespace: dict) -> None:
     # parsing context: build that one DAG, not every registered collection.
     only = get_parsing_context().dag_id
     with garbage_collection_paused():
-        for collection in registry.load(settings.registry_path).values():
+        for collection in registry.current(settings).values():
             if only is None or collection.dag_id == only:
                 namespace[collection.dag_id] = collection_dag(collection, settings)
 
