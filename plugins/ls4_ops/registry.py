@@ -151,8 +151,8 @@ def current(settings: Settings, environ: Mapping[str, str] = os.environ,
     try:
         fetched = _fetch_quickly(environ)
     except (SQLAlchemyError, KeyError) as error:
-        log.warning("registry: PostGIS did not answer (%s): the last known collections stay",
-                    str(error).partition("\n")[0])
+        log.warning("registry: could not read it from PostGIS (%s: %s); the last known collections stay",
+                    type(error).__name__, str(error).partition("\n")[0])
         fetched = None
     if fetched is None:
         if cache_mtime is not None:
