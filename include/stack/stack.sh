@@ -670,7 +670,21 @@ start_all() {
     start_together "${group[@]}"
     trap - EXIT
 }
-stop_all() { local i; for ((i = $#; i >= 1; i--)); do stop_one "${!i}"; done; }
+stop_all() {
+    local i group=()
+    for ((i = $#; i >= 1; i--)); do
+        if together "${!i}"; then group+=("${!i}"); continue; fi
+        stop_together "${group[@]}"
+        group=()
+        stop_one "${!i}"
+    done
+    stop_together "${group[@]}"
+}
+stop_together() {
+    local s stopping=()
+    for s in "$@"; do stop_one "$s" & stopping+=($!); done
+    [ ${#stopping[@]} -eq 0 ] || wait "${stopping[@]}"
+}
 
 main() {
     local cmd=${1:-}
