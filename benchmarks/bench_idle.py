@@ -170,6 +170,8 @@ def main() -> None:
                 upload_archive(s3, settings.bucket, chosen, args.frames, scratch)
                 print(f"{len(chosen)} collections of {args.frames} frames uploaded in "
                       f"{time.perf_counter() - started:.0f} s", flush=True)
+                with local_stack.postgis_engine().begin() as connection:
+                    registry.store(connection, chosen)
                 registry.save(settings.registry_path, chosen)
                 subprocess.run([os.path.join(os.environ["LS4_VENV"], "bin", "airflow"), "db", "migrate"],
                                check=True, capture_output=True)

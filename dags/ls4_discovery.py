@@ -23,7 +23,7 @@ with bucket_wide_dag(
         "`ls4_uploads`; this catches what an event missed), "
         if settings.upload_queue else
         "Every two minutes (the bucket sends no upload events), ")
-    + "lists `bw/` and `nc/`, adds collections with georef uploads to the registry (`LS4_REGISTRY`), "
+    + "lists `bw/` and `nc/`, adds collections with georef uploads to the registry (table `ls4.collections` in PostGIS), "
     + ("" if settings.upload_queue else
        "starts the run of each collection with uploads changed since its last successful run or a COG "
        "whose upload is gone, ")
@@ -34,4 +34,4 @@ with bucket_wide_dag(
 ) as dag:
     DiscoverCollectionsOperator(task_id="discover", registry_path=settings.registry_path,
                                 start_runs=not settings.upload_queue, bucket_name=settings.bucket,
-                                aws_conn_id=settings.s3_conn_id)
+                                aws_conn_id=settings.s3_conn_id, postgis_conn_id=settings.postgis_conn_id)

@@ -33,4 +33,5 @@ if settings.upload_queue:  # else the bucket sends no events: ls4_discovery poll
         retry_delay=timedelta(seconds=10),
     ) as dag:
         RouteUploadsOperator(task_id="route", registry_path=settings.registry_path,
-                             bucket_name=settings.bucket, aws_conn_id=settings.s3_conn_id)
+                             bucket_name=settings.bucket, aws_conn_id=settings.s3_conn_id,
+                             postgis_conn_id=settings.postgis_conn_id)

@@ -96,6 +96,43 @@ export LS4_AIRFLOW_PORT AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER \
     AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL \
     AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL LS4_REGISTRY LS4_NOTIFY
 
+# --- Executor -----------------------------------------------------------------
+# local: `airflow standalone` (LocalExecutor). celery: what a scaled-out
+# deployment runs, on this machine: scheduler, dag-processor, triggerer and API
+# server as separate processes, Celery workers (one serving the raster queue,
+# one the default queue, each with its own scratch folder and registry copy),
+# Redis as the broker, and Airflow's metadata in database LS4_AIRFLOW_DB of the
+# PostGIS cluster. See README.md beside this file.
+: "${LS4_EXECUTOR:=local}"
+: "${LS4_REDIS_PORT:=6380}"
+: "${LS4_AIRFLOW_DB:=airflow}"
+: "${LS4_RASTER_QUEUE:=raster}"
+# Tasks at once: raster work on the raster worker, anything else on the default one.
+: "${LS4_RASTER_CONCURRENCY:=2}"
+: "${LS4_DEFAULT_CONCURRENCY:=4}"
+export LS4_EXECUTOR LS4_REDIS_PORT LS4_AIRFLOW_DB LS4_RASTER_QUEUE LS4_RASTER_CONCURRENCY LS4_DEFAULT_CONCURRENCY
+if [ "$LS4_EXECUTOR" = celery ]; then
+    # URL-encoded, so that any character of the user or password is safe in a URL.
+    _ls4_url_part() {
+        local LC_ALL=C s=$1 out="" c i  # byte by byte: UTF-8 is encoded as its bytes
+        for ((i = 0; i < ${#s}; i++)); do
+            c=${s:i:1}
+            case "$c" in [A-Za-z0-9._~-]) out+=$c ;; *) printf -v c '%%%02X' "'$c"; out+=$c ;; esac
+        done
+        printf %s "$out"
+    }
+    _ls4_pg="$(_ls4_url_part "$LS4_PG_USER"):$(_ls4_url_part "$LS4_PG_PASSWORD")@$LS4_PG_HOST:$LS4_PG_PORT"
+    _ls4_pg+="/$(_ls4_url_part "$LS4_AIRFLOW_DB")"
+    AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$_ls4_pg"
+    AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$_ls4_pg"
+    AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$LS4_REDIS_PORT/0"
+    export AIRFLOW__CORE__EXECUTOR AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW__CELERY__RESULT_BACKEND \
+        AIRFLOW__CELERY__BROKER_URL
+    unset -f _ls4_url_part
+    unset _ls4_pg
+fi
+
 case ":${PYTHONPATH:-}:" in
     *":$LS4_ROOT/plugins:"*) ;;
     *) PYTHONPATH="$LS4_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}" ;;

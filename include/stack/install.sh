@@ -7,8 +7,10 @@ set -euo pipefail
 # shellcheck source=include/stack/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-# chromium: the preview page's browser test (driven by playwright, never `playwright install`)
-DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-bin curl openssl chromium)
+# chromium: the preview page's browser test (driven by playwright, never `playwright install`);
+# redis-server: the Celery broker of the scaled-out stack (LS4_EXECUTOR=celery)
+DEB_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cgi-mapserver lighttpd gdal-bin curl openssl chromium
+    redis-server)
 # Machines of this kind come with Node.js and npm; Debian's npm where they don't.
 command -v npm >/dev/null || DEB_PACKAGES+=(npm)
 LOCK="$LS4_ROOT/requirements.lock"
@@ -39,7 +41,7 @@ install_debian() {
     log "installing ${missing[*]}"
     as_root apt-get update
     # policy-rc.d 101 keeps the postinst scripts from starting the system
-    # lighttpd (port 80) and postgresql (port 5432) clusters; the stack runs
+    # lighttpd (port 80), postgresql (port 5432) and redis (6379) servers; the stack runs
     # its own instances on its own ports and state dir.
     local rc=/usr/sbin/policy-rc.d had_rc=
     [ -e "$rc" ] && had_rc=1
@@ -54,7 +56,7 @@ install_debian() {
 # nothing but memory, so stop it and keep it from starting at boot.
 stop_system_services() {
     local s
-    for s in lighttpd postgresql; do
+    for s in lighttpd postgresql redis-server; do
         if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
             as_root systemctl disable --now "$s" >/dev/null 2>&1 || true
         elif [ -x "/etc/init.d/$s" ]; then

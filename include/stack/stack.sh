@@ -7,8 +7,11 @@
 #   stack.sh restart [svc...]
 #   stack.sh status  [svc...]   exit 0 when every listed service is running
 #
-# Services: s3 postgis mapserver mapsync airflow. All settings come from
-# env.sh; see README.md beside this file.
+# Services: s3 postgis mapserver mapsync airflow; with LS4_EXECUTOR=celery,
+# redis and the Airflow components in place of airflow (which then names them
+# all): airflow-api airflow-scheduler airflow-dag-processor airflow-triggerer
+# worker-raster worker-default. All settings come from env.sh; see README.md
+# beside this file.
 set -euo pipefail
 # shellcheck source=include/stack/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -17,7 +20,12 @@ umask 022
 say() { printf '%-10s %s\n' "$1:" "$2"; }
 die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
 
-SERVICES=(s3 postgis mapserver mapsync airflow)
+CELERY_AIRFLOW=(airflow-api airflow-scheduler airflow-dag-processor airflow-triggerer worker-raster worker-default)
+case "$LS4_EXECUTOR" in
+    local) SERVICES=(s3 postgis mapserver mapsync airflow) ;;
+    celery) SERVICES=(s3 postgis redis mapserver mapsync "${CELERY_AIRFLOW[@]}") ;;
+    *) die "LS4_EXECUTOR=$LS4_EXECUTOR: expected local or celery" ;;
+esac
 RUN_DIR="$LS4_STATE_DIR/run"
 LOG_DIR="$LS4_STATE_DIR/log"
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -32,12 +40,17 @@ S3_PORT="${s3_addr##*:}"
 [ "$S3_PORT" != "$s3_addr" ] || die "LS4_S3_ENDPOINT needs an explicit port: $LS4_S3_ENDPOINT"
 
 declare -A PORT=([s3]="$S3_HOST:$S3_PORT" [postgis]="$LS4_PG_HOST:$LS4_PG_PORT"
-    [mapserver]="127.0.0.1:$LS4_WMS_PORT" [airflow]="$AIRFLOW__API__HOST:$LS4_AIRFLOW_PORT")
-declare -A TIMEOUT=([s3]=30 [postgis]=60 [mapserver]=20 [mapsync]=10 [airflow]=240)
+    [mapserver]="127.0.0.1:$LS4_WMS_PORT" [airflow]="$AIRFLOW__API__HOST:$LS4_AIRFLOW_PORT"
+    [redis]="127.0.0.1:$LS4_REDIS_PORT" [airflow-api]="$AIRFLOW__API__HOST:$LS4_AIRFLOW_PORT")
+declare -A TIMEOUT=([s3]=30 [postgis]=60 [mapserver]=20 [mapsync]=10 [airflow]=240 [redis]=20
+    [airflow-api]=240 [airflow-scheduler]=120 [airflow-dag-processor]=120 [airflow-triggerer]=120
+    [worker-raster]=120 [worker-default]=120)
 # A word of the service's command line: a pid file whose pid now belongs to
 # some other program counts as stale.
 declare -A MATCH=([s3]=s3_emulator [postgis]=postgres [mapserver]=lighttpd
-    [mapsync]=mapfile_sync [airflow]=airflow)
+    [mapsync]=mapfile_sync [airflow]=airflow [redis]=redis-server [airflow-api]=airflow
+    [airflow-scheduler]=airflow [airflow-dag-processor]=airflow [airflow-triggerer]=airflow
+    [worker-raster]=celery [worker-default]=celery)
 
 # ---------------------------------------------------------------- helpers ---
 pid_file() { echo "$RUN_DIR/$1.pid"; }
@@ -114,10 +127,11 @@ reap_stale() {
     rm -f "$pf"
 }
 
-start_one() {
+# Launch a service unless it runs; fails (1) when it was running.
+launch_one() {
     local svc=$1 pid
     if pid="$(svc_pid "$svc")"; then
-        say "$svc" "running (pid $pid)"; return
+        say "$svc" "running (pid $pid)"; return 1
     fi
     reap_stale "$svc"
     local addr=${PORT[$svc]:-}
@@ -126,10 +140,32 @@ start_one() {
     fi
     if defined "${svc}_prepare"; then "${svc}_prepare"; fi
     "${svc}_launch" || fail "$svc" "launch failed"
+}
+
+ready_one() {
+    local svc=$1
     wait_ready "$svc"
     if defined "${svc}_post"; then "${svc}_post" || fail "$svc" "post-start step failed"; fi
     say "$svc" "started (pid $(cat "$(pid_file "$svc")"), log $(log_file "$svc"))"
-    STARTED_HERE+=("$svc")
+}
+
+start_one() {
+    if launch_one "$1"; then
+        ready_one "$1"
+        STARTED_HERE+=("$1")
+    fi
+}
+
+# Services that need those before them but not one another: launched at once,
+# then waited for (each takes seconds of Python imports before it is ready).
+TOGETHER=(airflow-scheduler airflow-dag-processor airflow-triggerer worker-raster worker-default)
+together() { local s; for s in "${TOGETHER[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+start_together() {
+    local s launched=()
+    for s in "$@"; do
+        if launch_one "$s"; then launched+=("$s"); STARTED_HERE+=("$s"); fi
+    done
+    for s in "${launched[@]}"; do ready_one "$s"; done
 }
 
 stop_one() {
@@ -495,6 +531,19 @@ airflow_prepare() {
             || fail airflow "airflow db migrate failed"
         echo "$version" >"$AIRFLOW_STAMP"
     fi
+    set_pools airflow
+}
+
+# The pools that cap S3 and PostGIS use (names and sizes: ls4_ops/settings.py).
+set_pools() {
+    local file="$AIRFLOW_HOME/ls4-pools.json"
+    "$LS4_VENV/bin/python" -c '
+import json, sys
+from ls4_ops.settings import Settings
+json.dump({name: {"slots": slots, "description": "ls4: tasks that use " + what, "include_deferred": False}
+           for name, (slots, what) in Settings.from_env().pools.items()}, sys.stdout)' >"$file" \
+        && "$LS4_VENV/bin/airflow" pools import "$file" >>"$(log_file "$1")" 2>&1 \
+        || fail "$1" "could not set the pools of $file"
 }
 
 # standalone runs `airflow <component>` from PATH: the venv goes first.
@@ -512,6 +561,84 @@ except ValueError:
     sys.exit(1)
 sys.exit(0 if (h.get("scheduler") or {}).get("status") == "healthy" else 1)'
 }
+
+# ---------------------------------------------------- celery (scaled out) ---
+# LS4_EXECUTOR=celery: the deployment of several hosts, on this one. Redis is
+# the broker; Airflow's metadata is database $LS4_AIRFLOW_DB of the PostGIS
+# cluster; each Airflow component is a process (a service) of its own.
+
+# redis-server on loopback, its data (an append-only file) in the state dir.
+redis_prepare() { mkdir -p "$LS4_STATE_DIR/redis"; }
+redis_launch() {
+    launch redis redis-server --bind 127.0.0.1 --port "$LS4_REDIS_PORT" --dir "$LS4_STATE_DIR/redis" \
+        --appendonly yes --save "" --protected-mode yes --daemonize no
+}
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$LS4_REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_stop() { redis-cli -h 127.0.0.1 -p "$LS4_REDIS_PORT" shutdown >/dev/null 2>&1; }
+
+# The metadata database (owned by the ls4 role), migrated, and the pools.
+airflow-api_prepare() {
+    mkdir -p "$AIRFLOW_HOME"
+    postgis_ready || fail airflow-api "PostgreSQL at $LS4_PG_HOST:$LS4_PG_PORT does not answer: start postgis"
+    as_pg "$PG_BIN/psql" -h "$PG_SOCK" -p "$LS4_PG_PORT" -d postgres -qAt -v ON_ERROR_STOP=1 \
+        -v user="$LS4_PG_USER" -v db="$LS4_AIRFLOW_DB" >>"$(log_file airflow-api)" 2>&1 <<'SQL' \
+        || fail airflow-api "could not create database $LS4_AIRFLOW_DB"
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+    echo "=== $(date -Is) airflow db migrate" >>"$(log_file airflow-api)"
+    "$LS4_VENV/bin/airflow" db migrate >>"$(log_file airflow-api)" 2>&1 || fail airflow-api "airflow db migrate failed"
+    set_pools airflow-api
+}
+
+airflow_component() {
+    local svc=$1; shift
+    launch "$svc" env PATH="$LS4_VENV/bin:$PATH" "$LS4_VENV/bin/airflow" "$@"
+}
+airflow-api_launch() { airflow_component airflow-api api-server --host "$AIRFLOW__API__HOST" --port "$LS4_AIRFLOW_PORT"; }
+airflow-scheduler_launch() { airflow_component airflow-scheduler scheduler; }
+airflow-dag-processor_launch() { airflow_component airflow-dag-processor dag-processor; }
+airflow-triggerer_launch() { airflow_component airflow-triggerer triggerer; }
+
+# What the API server says of a component ("" while it does not answer).
+component_status() {
+    curl -s -m 5 "http://127.0.0.1:$LS4_AIRFLOW_PORT/api/v2/monitor/health" 2>/dev/null \
+        | "$LS4_VENV/bin/python" -c '
+import json, sys
+try:
+    print((json.load(sys.stdin).get(sys.argv[1]) or {}).get("status") or "")
+except ValueError:
+    pass' "$1"
+}
+airflow-api_ready() { [ -n "$(component_status metadatabase)" ]; }
+airflow-scheduler_ready() { [ "$(component_status scheduler)" = healthy ]; }
+airflow-dag-processor_ready() { [ "$(component_status dag_processor)" = healthy ]; }
+airflow-triggerer_ready() { [ "$(component_status triggerer)" = healthy ]; }
+
+# A Celery worker in a folder of its own ($LS4_STATE_DIR/workers/NAME: its
+# working directory, scratch folder and copy of the registry), as on a host of
+# its own; its log server on a port of its own.
+worker_launch() {
+    local svc=$1 queues=$2 concurrency=$3 log_port=$4 home="$LS4_STATE_DIR/workers/${1#worker-}"
+    mkdir -p "$home/scratch"
+    (cd "$home" && export LS4_SCRATCH_DIR="$home/scratch" LS4_REGISTRY="$home/registry.json" \
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$log_port" \
+        && airflow_component "$svc" celery worker --celery-hostname "${svc#worker-}@%h" \
+        --queues "$queues" --concurrency "$concurrency")
+}
+worker-raster_launch() {
+    worker_launch worker-raster "$LS4_RASTER_QUEUE" "$LS4_RASTER_CONCURRENCY" "$AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"
+}
+worker-default_launch() {
+    worker_launch worker-default default "$LS4_DEFAULT_CONCURRENCY" "$((AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT + 2))"
+}
+# Celery says "<name>@<host> ready." once it takes tasks.
+worker_ready() {
+    awk -v ready="${1#worker-}@.* ready\\." '/^=== .* start: / {up = 0} $0 ~ ready {up = 1} END {exit !up}' \
+        "$(log_file "$1")"
+}
+worker-raster_ready() { worker_ready worker-raster; }
+worker-default_ready() { worker_ready worker-default; }
 
 # --------------------------------------------------------------- main -------
 known() { local s; for s in "${SERVICES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -533,15 +660,41 @@ start_all() {
     local s
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     trap undo_start EXIT
-    for s in "$@"; do start_one "$s"; done
+    local group=()
+    for s in "$@"; do
+        if together "$s"; then group+=("$s"); continue; fi
+        start_together "${group[@]}"
+        group=()
+        start_one "$s"
+    done
+    start_together "${group[@]}"
     trap - EXIT
 }
-stop_all() { local i; for ((i = $#; i >= 1; i--)); do stop_one "${!i}"; done; }
+stop_all() {
+    local i group=()
+    for ((i = $#; i >= 1; i--)); do
+        if together "${!i}"; then group+=("${!i}"); continue; fi
+        stop_together "${group[@]}"
+        group=()
+        stop_one "${!i}"
+    done
+    stop_together "${group[@]}"
+}
+stop_together() {
+    local s stopping=()
+    for s in "$@"; do stop_one "$s" & stopping+=($!); done
+    [ ${#stopping[@]} -eq 0 ] || wait "${stopping[@]}"
+}
 
 main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
-    local s rc=0 svcs=()
+    local s rc=0 svcs=() named=()
+    # With Celery, "airflow" names all of Airflow's components.
+    for s in "$@"; do
+        if [ "$s" = airflow ] && [ "$LS4_EXECUTOR" = celery ]; then named+=("${CELERY_AIRFLOW[@]}"); else named+=("$s"); fi
+    done
+    set -- "${named[@]}"
     for s in "$@"; do known "$s" || die "unknown service '$s' (known: ${SERVICES[*]})"; done
     # always in dependency order, whatever order they were named in
     for s in "${SERVICES[@]}"; do
@@ -552,7 +705,7 @@ main() {
         stop) stop_all "${svcs[@]}" ;;
         restart) stop_all "${svcs[@]}" && start_all "${svcs[@]}" ;;
         status) for s in "${svcs[@]}"; do status_one "$s" || rc=3; done; return $rc ;;
-        *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 

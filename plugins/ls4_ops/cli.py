@@ -394,11 +394,16 @@ def run_reprocess(args, services: Services) -> Output:
     except ValueError:
         raise CommandError(f"{args.collection!r} is not a collection name ({{county}}_{{agency}}_{{yyyy}}_{{type}}, "
                            "as `ls4 status` lists them)") from None
-    collection = registry.load(services.settings.registry_path).get(args.collection)
+    with services.database() as connection:
+        registered = registry.fetch(connection)
+    # Before PostGIS had the registry, the local file was it.
+    if registered is None:
+        registered = registry.load(services.settings.registry_path)
+    collection = registered.get(args.collection)
     if collection is None:
-        raise CommandError(f"{args.collection} is not in the registry of collections "
-                           f"({services.settings.registry_path}), so it has no DAG: discovery registers a "
-                           "collection once it has a georef upload (`ls4 status` lists them)")
+        raise CommandError(f"{args.collection} is not in the registry of collections ({registry.TABLE}), "
+                           "so it has no DAG: discovery registers a collection once it has a georef upload "
+                           "(`ls4 status` lists them)")
     with services.reaching_airflow() as api:
         try:
             paused = api.is_paused(collection.dag_id)

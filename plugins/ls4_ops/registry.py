@@ -1,7 +1,15 @@
-"""The registry of known collections, read by the DAG factory at parse time.
+"""The registry of known collections: in PostGIS, where every host reaches it, and
+in a local cache file that the DAG factory reads at parse time.
 
-A small JSON file: reading it makes no network call (Airflow's top-level
-code rule), and it is rewritten atomically so a parser never sees half of it.
+Discovery and the router write the table ``ls4.collections`` (:func:`update`),
+holding a lock so that two writers never register two folders under one name.
+A DAG processor or worker, on any host, reads its own cache file
+(``LS4_REGISTRY``) and refreshes it from the table once it is older than
+``LS4_REGISTRY_MAX_AGE_S`` (:func:`current`): one small query on a short
+timeout, so parsing stays fast. If PostGIS does not answer, or has no
+registry yet, the last known list stays: a database blip must not make the
+DAG processor drop every collection's DAG. The cache file is rewritten
+atomically, so a parser never sees half of it.
 """
 
 from __future__ import annotations
@@ -10,33 +18,50 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
 from ls4_ops.layout import Collection, LayoutError, UploadKey, is_folder_marker, is_output_key, parse_key
 from ls4_ops.plan import Notice, S3Object, layout_notice
+from ls4_ops.settings import Settings, postgis_url
+from ls4_ops.tileindex import CATALOG_SCHEMA, create_once
 
 log = logging.getLogger(__name__)
 
+TABLE = f"{CATALOG_SCHEMA}.collections"
+_DDL = "name text PRIMARY KEY, entry jsonb NOT NULL, registered timestamptz NOT NULL DEFAULT now()"
+# A parse-time refresh gives up after these (the last known list stays).
+REFRESH_CONNECT_TIMEOUT_S = 2
+REFRESH_STATEMENT_TIMEOUT_MS = 2000
 
-def load(path: str) -> dict[str, Collection]:
+
+def _valid(entries: Mapping[str, dict], source: str) -> dict[str, Collection]:
     """Registered collections by name; an entry that is not a valid collection
     (a hand edit gone wrong) is logged and skipped, so the others keep their DAGs."""
+    collections = {}
+    for name, entry in sorted(entries.items()):
+        try:
+            collection = Collection.from_dict(entry)
+        except (LayoutError, KeyError, TypeError) as error:
+            log.warning("registry %s: entry %r skipped, it is not a collection: %r", source, name, error)
+            continue
+        collections[collection.name] = collection
+    return collections
+
+
+def load(path: str) -> dict[str, Collection]:
+    """The collections in the cache file ``path`` (none when there is no such file)."""
     try:
         with open(path) as handle:
             data = json.load(handle)
     except FileNotFoundError:
         return {}
-    collections = {}
-    for name, entry in sorted(data["collections"].items()):
-        try:
-            collection = Collection.from_dict(entry)
-        except (LayoutError, KeyError, TypeError) as error:
-            log.warning("registry %s: entry %r skipped, it is not a collection: %r", path, name, error)
-            continue
-        collections[collection.name] = collection
-    return collections
+    return _valid(data["collections"], path)
 
 
 def save(path: str, collections: Iterable[Collection]) -> None:
@@ -46,6 +71,95 @@ def save(path: str, collections: Iterable[Collection]) -> None:
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
     os.replace(handle.name, path)
+
+
+def fetch(connection: Connection) -> dict[str, Collection] | None:
+    """The collections registered in PostGIS; None where it has no registry yet."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": TABLE}).scalar() is None:
+        return None
+    rows = connection.execute(text(f"SELECT name, entry FROM {TABLE}"))
+    return _valid(dict(rows.tuples().all()), TABLE)
+
+
+def store(connection: Connection, collections: Iterable[Collection]) -> None:
+    """Register ``collections`` in PostGIS; a name registered already keeps its entry."""
+    rows = [{"name": c.name, "entry": json.dumps(c.to_dict(), sort_keys=True)} for c in collections]
+    create_once(connection, TABLE, _DDL)
+    if rows:
+        connection.execute(text(f"INSERT INTO {TABLE} (name, entry) VALUES (:name, CAST(:entry AS jsonb)) "
+                                "ON CONFLICT (name) DO NOTHING"), rows)
+
+
+def update(connection: Connection, cache_path: str,
+           decide: Callable[[Mapping[str, Collection]], Discovery]) -> tuple[Discovery, dict[str, Collection]]:
+    """Decide a discovery or routing run on the registered collections and register
+    what it found new, in the caller's transaction; returns the decision and every
+    registered collection.
+
+    The registry stays locked against other writers until the transaction ends
+    (discovery and the router may run at once). Where PostGIS has no registry
+    yet, the one kept before it had one (the local file ``cache_path``) is
+    what is known, and goes into PostGIS with what is new.
+    """
+    connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:lock))"), {"lock": TABLE})
+    stored = fetch(connection)
+    known = load(cache_path) if stored is None else stored
+    found = decide(known)
+    registered = dict(known) if found.registry is None else found.registry
+    if stored is None or found.new:
+        store(connection, registered.values() if stored is None else [registered[name] for name in found.new])
+    return found, registered
+
+
+def refresh_due(cache_mtime: float | None, now: float, max_age_s: float) -> bool:
+    """Whether the cache (last written or tried at ``cache_mtime``; None: there is none)
+    must be refreshed from PostGIS."""
+    return cache_mtime is None or not 0 <= now - cache_mtime < max_age_s
+
+
+def _fetch_quickly(environ: Mapping[str, str]) -> dict[str, Collection] | None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(postgis_url(environ), poolclass=NullPool, connect_args={
+        "connect_timeout": REFRESH_CONNECT_TIMEOUT_S,
+        "options": f"-c statement_timeout={REFRESH_STATEMENT_TIMEOUT_MS}"})
+    try:
+        with engine.connect() as connection:
+            return fetch(connection)
+    finally:
+        engine.dispose()
+
+
+def current(settings: Settings, environ: Mapping[str, str] = os.environ,
+            now: Callable[[], float] = time.time) -> dict[str, Collection]:
+    """The registered collections, as the DAG factory reads them at parse time: the cache
+    file, refreshed from PostGIS when it is older than ``settings.registry_max_age_s``.
+
+    Where PostGIS (``LS4_PG_*``) does not answer in a couple of seconds, or has no
+    registry yet, the cache's list stays, and the next try waits as long as a refresh.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    path = settings.registry_path
+    try:
+        cache_mtime = os.stat(path).st_mtime
+    except FileNotFoundError:
+        cache_mtime = None
+    if not refresh_due(cache_mtime, now(), settings.registry_max_age_s):
+        return load(path)
+    try:
+        fetched = _fetch_quickly(environ)
+    except (SQLAlchemyError, KeyError) as error:
+        log.warning("registry: could not read it from PostGIS (%s: %s); the last known collections stay",
+                    type(error).__name__, str(error).partition("\n")[0])
+        fetched = None
+    if fetched is None:
+        if cache_mtime is not None:
+            os.utime(path)
+        return load(path)
+    save(path, fetched.values())
+    return fetched
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ class Settings:
     public_url: str = "http://127.0.0.1:9000/ls4"
     wms_url: str = "http://127.0.0.1:8081/wms/"
     pg_service: str = "ls4"
+    # The DAG factory's local copy of the registry (the registry itself is in PostGIS, see
+    # registry.py), refreshed from PostGIS once it is older than registry_max_age_s.
     registry_path: str = "registry.json"
+    registry_max_age_s: int = 30
     notify: str = "log"
     s3_conn_id: str = "ls4_s3"
     postgis_conn_id: str = "ls4_postgis"
@@ -61,6 +64,17 @@ class Settings:
     # otherwise hold a worker for minutes. A 20000 x 20000 frame is 400 Mpx.
     max_pixels: int = 3_000_000_000
     max_upload_bytes: int = 20 * 2**30
+    # Scaling out (README, Deploying at scale). The Celery queue of the raster work (a frame's
+    # compress, overviews and COG; the collection overview): the workers that serve it
+    # (`airflow celery worker --queues raster`) give it its own concurrency. The
+    # LocalExecutor of `make run` ignores queues.
+    raster_queue: str = "raster"
+    # Airflow pools that cap, across all workers, the tasks moving frames through S3 and
+    # those writing or querying PostGIS hard; stack.sh creates them with these sizes.
+    s3_pool: str = "ls4_s3"
+    s3_pool_slots: int = 8
+    postgis_pool: str = "ls4_postgis"
+    postgis_pool_slots: int = 4
     # Daily maintenance removes orphan mapfiles and tables for good instead of
     # quarantining them (LS4_MAINTENANCE_DELETE=true). Uploads are never removed.
     maintenance_delete: bool = False
@@ -76,6 +90,7 @@ class Settings:
             wms_url=environ.get("LS4_WMS_URL", cls.wms_url),
             pg_service=environ.get("LS4_PG_SERVICE", cls.pg_service),
             registry_path=environ.get("LS4_REGISTRY", cls.registry_path),
+            registry_max_age_s=int(environ.get("LS4_REGISTRY_MAX_AGE_S", cls.registry_max_age_s)),
             notify=environ.get("LS4_NOTIFY", cls.notify),
             s3_conn_id=environ.get("LS4_S3_CONN_ID", cls.s3_conn_id),
             postgis_conn_id=environ.get("LS4_POSTGIS_CONN_ID", cls.postgis_conn_id),
@@ -89,10 +104,19 @@ class Settings:
                                   PUBLIC_ACCESS_MODES),
             apply_bucket_policy=_flag(environ.get("LS4_APPLY_BUCKET_POLICY", "")),
             maintenance_delete=_flag(environ.get("LS4_MAINTENANCE_DELETE", "")),
+            raster_queue=environ.get("LS4_RASTER_QUEUE", cls.raster_queue),
+            s3_pool_slots=int(environ.get("LS4_S3_POOL_SLOTS", cls.s3_pool_slots)),
+            postgis_pool_slots=int(environ.get("LS4_POSTGIS_POOL_SLOTS", cls.postgis_pool_slots)),
             retry_delay_s=int(environ.get("LS4_RETRY_DELAY_S", cls.retry_delay_s)),
             max_pixels=int(environ.get("LS4_MAX_PIXELS", cls.max_pixels)),
             max_upload_bytes=int(environ.get("LS4_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
         )
+
+    @property
+    def pools(self) -> dict[str, tuple[int, str]]:
+        """The Airflow pools ls4's tasks use: name -> (slots, what its tasks use)."""
+        return {self.s3_pool: (self.s3_pool_slots, "S3 heavily (moving frames)"),
+                self.postgis_pool: (self.postgis_pool_slots, "PostGIS heavily (writing the tile index)")}
 
     @property
     def uses_acls(self) -> bool:

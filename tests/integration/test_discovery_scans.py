@@ -15,7 +15,9 @@ import os
 import time
 
 import pytest
+from sqlalchemy import text
 
+from include import local_stack
 from ls4_ops import access, registry
 from ls4_ops.layout import parse_key
 from tests.integration import pipeline
@@ -87,6 +89,8 @@ def test_a_second_folder_with_a_registered_name_is_reported_not_registered(servi
         # Keep the bogus frames away from the scheduler test that runs later.
         for key in (first, second):
             pipeline.s3().delete_object(Bucket=pipeline.bucket(), Key=key)
-        path = os.environ["LS4_REGISTRY"]
         name = parse_key(first).collection.name
+        with local_stack.postgis_engine().begin() as connection:
+            connection.execute(text(f"DELETE FROM {registry.TABLE} WHERE name = :name"), {"name": name})
+        path = os.environ["LS4_REGISTRY"]
         registry.save(path, [c for c in registry.load(path).values() if c.name != name])

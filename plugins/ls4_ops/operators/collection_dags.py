@@ -1,8 +1,10 @@
 """One DAG per registered collection, ``ls4_{collection}``, built by the DAG files
 ``dags/ls4_collections_{shard}.py``: each builds the collections of its shard.
 
-The registry (``LS4_REGISTRY``) is a local JSON file kept by the
-``ls4_discovery`` DAG; reading it makes no network call, so parsing stays fast.
+The registry is in PostGIS, kept by ``ls4_discovery`` and ``ls4_uploads``; the
+factory reads this host's copy of it (``LS4_REGISTRY``), refreshed from PostGIS
+when older than ``LS4_REGISTRY_MAX_AGE_S`` (see ``ls4_ops.registry.current``), so
+parsing makes no slow network call.
 
 Airflow's DAG processor parses and serializes each DAG file in a process of its
 own, killed after ``dag_file_processor_timeout`` (50 s by default). One file for
@@ -124,7 +126,7 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
             **task_args,
         )
         plan = PlanUploadsOperator(task_id="plan", keys=CONF_KEYS, force=CONF_FORCE,
-                                   execution_timeout=TIMEOUTS["plan"], **common)
+                                   execution_timeout=TIMEOUTS["plan"], pool=settings.s3_pool, **common)
 
         @task_group(group_id="frame", tooltip="compress -> overviews -> COG, for each upload")
         def frame(upload):
@@ -132,7 +134,7 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
             # its COG as soon as its last stage is done, rather than every upload being
             # compressed before the first COG appears and all intermediates sit in S3.
             stage = {"upload": upload, "execution_timeout": TIMEOUTS["frame stage"], "weight_rule": "upstream",
-                     **common}
+                     "queue": settings.raster_queue, "pool": settings.s3_pool, **common}
             compress = CompressOperator(task_id="compress", **stage)
             overviews = OverviewsOperator(task_id="overviews", **stage)
             cog = CogOperator(task_id="cog", **stage)
@@ -145,9 +147,11 @@ def collection_dag(collection: Collection, settings: Settings) -> CollectionDAG:
         frames_done = EmptyOperator(task_id="frames_done", trigger_rule="all_done")
         # Also downstream of plan (through its XCom): a plan with nothing to do skips it.
         index = TileIndexOperator(task_id="tile_index", index_work=plan.output[INDEX_WORK_XCOM],
-                                  outlets=[TILE_INDEXES], execution_timeout=TIMEOUTS["tile index"], **common)
+                                  outlets=[TILE_INDEXES], execution_timeout=TIMEOUTS["tile index"],
+                                  pool=settings.postgis_pool, **common)
         overview = CollectionOverviewOperator(task_id="collection_overview",
-                                              execution_timeout=TIMEOUTS["collection overview"], **common)
+                                              execution_timeout=TIMEOUTS["collection overview"],
+                                              queue=settings.raster_queue, pool=settings.s3_pool, **common)
         publishing = {"execution_timeout": TIMEOUTS["publish"], **common}
         publish = PublishMapfileOperator(task_id="mapfile", tile_index=index.output, overview=overview.output,
                                          **publishing)
@@ -213,6 +217,6 @@ def register_shard(namespace: dict, shard: int) -> None:
     # parsing context: build that one DAG, not the file's whole shard.
     only = get_parsing_context().dag_id
     with garbage_collection_paused():
-        for collection in registry.load(settings.registry_path).values():
+        for collection in registry.current(settings).values():
             if shard_of(collection.dag_id) == shard and only in (None, collection.dag_id):
                 namespace[collection.dag_id] = collection_dag(collection, settings)

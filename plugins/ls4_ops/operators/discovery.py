@@ -3,8 +3,10 @@ bucket's upload events (the router) or from a listing of the bucket (discovery).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from ls4_ops import access, events, registry
-from ls4_ops.layout import BAND_PREFIXES
+from ls4_ops.layout import BAND_PREFIXES, Collection
 from ls4_ops.operators.assets import COLLECTION_UPLOADS, collection_asset
 from ls4_ops.operators.base import Ls4Operator
 from ls4_ops.operators.notifications import last_success_start
@@ -21,21 +23,24 @@ class _RegistryOperator(Ls4Operator):
     template_fields = ("registry_path",)
 
     def __init__(self, *, registry_path: str, bucket_name: str | None = None, aws_conn_id: str | None = None,
-                 **kwargs):
+                 postgis_conn_id: str | None = None, **kwargs):
         kwargs.setdefault("outlets", [COLLECTION_UPLOADS])
         super().__init__(**kwargs)
         self.use_bucket(bucket_name, aws_conn_id)
+        self.postgis_conn_id = postgis_conn_id or ""
         self.registry_path = registry_path
 
-    def apply(self, found: registry.Discovery, context) -> dict:
+    def decide_and_register(self, decide: Callable[[Mapping[str, Collection]], registry.Discovery], context) -> dict:
+        """Decide on the registry in PostGIS, register what is new, and apply the rest."""
+        with self.postgis.begin() as connection:
+            found, registered = registry.update(connection, self.registry_path, decide)
+        # This host's DAG processor sees a new collection at its next parse, not once its copy is old.
+        registry.save(self.registry_path, registered.values())
         self.notify(found.notices)
-        if found.registry is not None:
-            registry.save(self.registry_path, found.registry.values())
         self.make_public(found.make_public)
-        collections = found.registry if found.registry is not None else registry.load(self.registry_path)
         for name, keys in sorted(found.changed.items()):
             context["outlet_events"][COLLECTION_UPLOADS].add(
-                collection_asset(collections[name], self.bucket_name),
+                collection_asset(registered[name], self.bucket_name),
                 extra={"changed": len(keys), "keys": keys[:KEYS_IN_EVENT]})
         self.log.info("new collections: %s; runs started for: %s; %d scans of collections without "
                       "georef uploads made public-read", ", ".join(found.new) or "none",
@@ -52,7 +57,8 @@ class RouteUploadsOperator(_RegistryOperator):
     collections without a DAG public-read, reports uploads outside the
     layout, and adds an event on each changed collection's asset.
 
-    :param registry_path: the registry the DAG factory reads
+    :param registry_path: this host's copy of the registry, which its DAG factory reads
+    :param postgis_conn_id: Airflow connection of the database that holds the registry
     """
 
     def execute(self, context):
@@ -61,9 +67,8 @@ class RouteUploadsOperator(_RegistryOperator):
             for event in asset_events:
                 changes.merge((event.extra or {}).get("payload", {}))
         georef = registry.survey(changes.created).collections
-        found = registry.decide(registry.load(self.registry_path), georef, changes.created, changes.removed,
-                                changes.etags)
-        return self.apply(found, context)
+        return self.decide_and_register(
+            lambda known: registry.decide(known, georef, changes.created, changes.removed, changes.etags), context)
 
 
 class DiscoverCollectionsOperator(_RegistryOperator):
@@ -78,7 +83,8 @@ class DiscoverCollectionsOperator(_RegistryOperator):
     The first run starts none either: every collection's DAG runs when it
     first appears.
 
-    :param registry_path: the registry the DAG factory reads
+    :param registry_path: this host's copy of the registry, which its DAG factory reads
+    :param postgis_conn_id: Airflow connection of the database that holds the registry
     :param start_runs: start the runs of collections whose uploads changed
     """
 
@@ -93,8 +99,8 @@ class DiscoverCollectionsOperator(_RegistryOperator):
             self.check_bucket_policy()
         objects = [obj for prefix in BAND_PREFIXES for obj in self.s3.list_objects(self.bucket_name, prefix)]
         since = last_success_start(context)
-        found = registry.discover(objects, registry.load(self.registry_path), since, self.start_runs)
-        return self.apply(found, context)
+        return self.decide_and_register(
+            lambda known: registry.discover(objects, known, since, self.start_runs), context)
 
     def check_bucket_policy(self) -> None:
         """The bucket policy must make ls4's public objects public: write its statement where
