@@ -9,12 +9,11 @@ set -eu
 mc alias set ls4-minio http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
 mc mb --ignore-existing "ls4-minio/$LS4_BUCKET" "ls4-minio/$LOG_BUCKET"
 
+# printf, a shell builtin: MinIO's minimal image has few other commands.
 policy=/tmp/ls4-user-policy.json
-cat >"$policy" <<JSON
-{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": [
-  "arn:aws:s3:::$LS4_BUCKET", "arn:aws:s3:::$LS4_BUCKET/*",
-  "arn:aws:s3:::$LOG_BUCKET", "arn:aws:s3:::$LOG_BUCKET/*"]}]}
-JSON
+printf '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": [%s]}]}\n' \
+    "\"arn:aws:s3:::$LS4_BUCKET\", \"arn:aws:s3:::$LS4_BUCKET/*\", \"arn:aws:s3:::$LOG_BUCKET\", \"arn:aws:s3:::$LOG_BUCKET/*\"" \
+    >"$policy"
 mc admin policy create ls4-minio ls4 "$policy"
 # Adding a user that exists sets its secret key: a key changed in .env takes effect here.
 mc admin user add ls4-minio "$LS4_S3_ACCESS_KEY" "$LS4_S3_SECRET_KEY"
