@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -183,17 +184,29 @@ def local_stack_variables() -> set[str]:
     return {name for name in names if name.startswith(("LS4_", "AIRFLOW_"))}
 
 
+def airflow_file(module_path: str) -> Path | None:
+    """The file of an ``airflow.*`` module, found without importing Airflow."""
+    locations = importlib.util.find_spec("airflow").submodule_search_locations
+    return next((Path(location, *module_path.split("/")) for location in locations
+                 if Path(location, *module_path.split("/")).exists()), None)
+
+
 @cache
 def airflow_options() -> set[tuple[str, str]]:
-    """(section, option) of Airflow's configuration: the core's and its providers' defaults."""
-    spec = importlib.util.find_spec("airflow")
-    templates = next(Path(location) / "config_templates" for location in spec.submodule_search_locations
-                     if (Path(location) / "config_templates" / "config.yml").exists())
+    """(section, option) of Airflow's configuration: the core's, the installed providers' and
+    the fallback defaults the core keeps for providers (all read, none imported)."""
+    templates = airflow_file("config_templates")
     core = yaml.load((templates / "config.yml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     options = {(section, option) for section, spec in core.items() for option in spec["options"]}
-    providers = configparser.ConfigParser(interpolation=None)
-    providers.read(templates / "provider_config_fallback_defaults.cfg")
-    options |= {(section, option) for section in providers.sections() for option in providers[section]}
+    fallback = configparser.ConfigParser(interpolation=None)
+    fallback.read(templates / "provider_config_fallback_defaults.cfg")
+    options |= {(section, option) for section in fallback.sections() for option in fallback[section]}
+    for entry in importlib.metadata.entry_points(group="apache_airflow_provider"):
+        module = entry.value.split(":")[0].removeprefix("airflow.").replace(".", "/") + ".py"
+        tree = ast.parse(airflow_file(module).read_text())
+        info = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Return))
+        options |= {(section, option) for section, spec in info.get("config", {}).items()
+                    for option in spec["options"]}
     return options
 
 
