@@ -8,7 +8,7 @@ airflow db migrate
 
 # The pools that cap ls4's concurrent S3 and PostGIS work across all workers; their
 # sizes come from .env (docs/deploying.md says how to choose them).
-airflow pools set ls4_s3 "$POOL_LS4_S3_SLOTS" "ls4 tasks that move frames to and from S3"
-airflow pools set ls4_postgis "$POOL_LS4_POSTGIS_SLOTS" "ls4 tasks that write the tile index in PostGIS"
+airflow pools set ls4_s3 "$LS4_S3_POOL_SLOTS" "ls4 tasks that move frames to and from S3"
+airflow pools set ls4_postgis "$LS4_POSTGIS_POOL_SLOTS" "ls4 tasks that write the tile index in PostGIS"
 
 python /opt/ls4/docker/bucket_policy.py
