@@ -201,8 +201,8 @@ def processor_measure(scratch: str, folder: str, baseline_folder: str, env: dict
     ls4_files = {file: seconds for file, seconds in results["ls4"]["files"].items() if file.startswith(COLLECTION_FILES)}
     ls4_total, baseline_total = sum(ls4_files.values()), sum(results["baseline"]["files"].values())
     other = {file: seconds for file, seconds in results["ls4"]["files"].items() if file not in ls4_files}
-    print(f"| DAG processor, one pass | files | parse + serialize s, all files | slowest file s | "
-          f"peak RSS MB, largest child | peak RSS MB, manager | pass s (with DB writes) |")
+    print("| DAG processor, one pass | files | parse + serialize s, all files | slowest file s | "
+          "peak RSS MB, largest child | peak RSS MB, manager | pass s (with DB writes) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, files, result in (("ls4 collection files", ls4_files, results["ls4"]),
                                 ("EmptyOperator baseline", results["baseline"]["files"], results["baseline"])):
