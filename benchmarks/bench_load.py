@@ -6,8 +6,9 @@ notification, PostGIS, MapServer, the mapfile sync and ``airflow standalone``;
 state in ``.state/bench-load``, wiped at the start):
 
 1. ``--frames`` (200) collared RGB frames of ``--size`` px (2000) side by side
-   in UTM 14N are made once and kept in ``benchmarks/out/inputs/load-<size>``
-   (one frame drawn, the others are copies of it with their own place);
+   in UTM 14N, JPEG-compressed GeoTIFFs, are made once and kept in
+   ``benchmarks/out/inputs/load-<size>`` (one frame drawn, the others are
+   copies of it with their own place);
 2. the bare loop: rasterio's GDAL (the GDAL ls4 runs) writes each frame as a
    COG with its one-pass COG driver (JPEG q85, 512 px blocks, averaged
    overviews), local file to local file, with one process per core, so both
@@ -72,8 +73,13 @@ def make_inputs(folder: str, frames: int, size: int) -> list[str]:
     paths = [os.path.join(folder, f"frame{i}.tif") for i in range(frames + 1)]
     if all(os.path.exists(path) for path in paths):
         return paths
-    template = os.path.join(folder, "template.tif")
-    make_frame(template, "nc", size, size, crs=UTM, bounds=(0, 0, size, size), collar=size // 100)
+    drawn, template = os.path.join(folder, "drawn.tif"), os.path.join(folder, "template.tif")
+    make_frame(drawn, "nc", size, size, crs=UTM, bounds=(0, 0, size, size), collar=size // 100)
+    # As many scans are delivered: JPEG in a tiled GeoTIFF (a tenth of the raw size, which
+    # keeps the S3 emulator, holding every object in memory, out of the figures).
+    gdal_copy(drawn, template, driver="GTiff", TILED="YES", COMPRESS="JPEG", JPEG_QUALITY="90",
+              PHOTOMETRIC="YCBCR")
+    os.remove(drawn)
     for i, path in enumerate(paths):
         row, column = divmod(i, COLUMNS)
         shutil.copyfile(template, path + ".tmp")
