@@ -16,7 +16,7 @@ import pytest
 
 from include import local_stack
 from include.synthetic import make_frame, make_not_georeferenced
-from ls4_ops import ledger
+from ls4_ops import ledger, turbo_gdal
 from ls4_ops.layout import parse_key
 from ls4_ops.notify import Notification, unsent
 from tests.integration import pipeline
@@ -153,8 +153,8 @@ def test_the_ledger_says_what_happened_to_a_good_and_a_bad_upload(first_run):
     cog = good[-1]
     assert cog.outputs == [COLLECTION.cog_key("19610412_2-1")]
     assert cog.etag == pipeline.s3().head_object(Bucket=pipeline.bucket(), Key=GOOD)["ETag"].strip('"')
-    assert cog.software == {"gdal": rasterio.__gdal_version__, "rasterio": rasterio.__version__,
-                            "rio-cogeo": rio_cogeo.__version__}
+    assert cog.software == {"gdal": rasterio.__gdal_version__, "gdal-jpeg-cog": turbo_gdal.version(),
+                            "rasterio": rasterio.__version__, "rio-cogeo": rio_cogeo.__version__}
     assert cog.options == ledger.stage_options("cog", "nc") and cog.seconds > 0
     assert good[0].outputs[0].startswith("ls4-work/") and good[0].started < cog.started
     # The bad upload failed at its first stage, for its reason, and went no further.

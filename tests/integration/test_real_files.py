@@ -108,7 +108,8 @@ def test_each_odd_upload_is_refused_once_naming_the_file_the_problem_and_the_fix
     refused = {}
     for notice in pipeline.notifications():
         # Told by the frame's task, or by the plan before any raster work (the empty file).
-        if notice["subject"] in ("upload cannot be processed", NOT_PROCESSED):
+        # Only this module's collections: the notice file is the whole session's.
+        if notice["subject"] in ("upload cannot be processed", NOT_PROCESSED) and notice["key"].startswith((NC, BW)):
             refused.setdefault(notice["key"], []).append(notice)
     expected = {key: phrase for key, (_, phrase) in ODD.items()} | {
         EMPTY: "empty (0 bytes)", NOT_A_TIFF: "cannot be opened as a GeoTIFF"}
