@@ -657,28 +657,28 @@ undo_start() {
 }
 
 start_all() {
-    local s
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     trap undo_start EXIT
-    local group=()
-    for s in "$@"; do
-        if together "$s"; then group+=("$s"); continue; fi
-        start_together "${group[@]}"
-        group=()
-        start_one "$s"
-    done
-    start_together "${group[@]}"
+    in_order start_together start_one "$@"
     trap - EXIT
 }
 stop_all() {
-    local i group=()
-    for ((i = $#; i >= 1; i--)); do
-        if together "${!i}"; then group+=("${!i}"); continue; fi
-        stop_together "${group[@]}"
+    local i reversed=()
+    for ((i = $#; i >= 1; i--)); do reversed+=("${!i}"); done
+    in_order stop_together stop_one "${reversed[@]}"
+}
+# in_order GROUP_FN ONE_FN SERVICE...: each run of services that start and stop
+# together goes to GROUP_FN at once, every other service to ONE_FN, in order.
+in_order() {
+    local group_fn=$1 one_fn=$2 s group=()
+    shift 2
+    for s in "$@"; do
+        if together "$s"; then group+=("$s"); continue; fi
+        "$group_fn" "${group[@]}"
         group=()
-        stop_one "${!i}"
+        "$one_fn" "$s"
     done
-    stop_together "${group[@]}"
+    "$group_fn" "${group[@]}"
 }
 stop_together() {
     local s stopping=()
